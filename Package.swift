@@ -1,0 +1,55 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Imports only go down: gpt -> Server -> Generation -> Transformer -> Kernels;
+// Training and Evaluation -> Transformer; BPE imports nothing of ours (DESIGN.md).
+let package = Package(
+    name: "SwiftGPT",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SwiftGPT", targets: ["SwiftGPT"]),
+        .executable(name: "gpt", targets: ["gpt"]),
+        .executable(name: "gpt-bench", targets: ["gpt-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // The innermost loops only: compiled for AVX2+FMA per function and chosen at run time.
+        .target(name: "CKernels"),
+        .target(name: "Kernels", dependencies: [
+            "CKernels",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "BPE"),
+        .target(name: "Transformer", dependencies: ["Kernels"]),
+        .target(name: "Training", dependencies: ["Transformer", "Kernels"]),
+        .target(name: "Generation", dependencies: ["Transformer", "Kernels"]),
+        .target(name: "Evaluation", dependencies: ["Transformer", "Kernels"]),
+        .target(name: "Server", dependencies: ["Generation"]),
+        .target(name: "SwiftGPT", dependencies: [
+            "Kernels", "BPE", "Transformer", "Training", "Generation", "Evaluation", "Server",
+        ]),
+        .target(name: "CommandSupport", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "gpt", dependencies: [
+            "SwiftGPT", "CommandSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "gpt-bench", dependencies: [
+            "SwiftGPT", "CommandSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "BPETests", dependencies: ["BPE"]),
+        .testTarget(name: "TransformerTests", dependencies: ["Transformer"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
+        .testTarget(name: "ServerTests", dependencies: ["Server"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,54 @@
+// The innermost loops of SwiftGPT's numeric kernels, and nothing above them.
+//
+// Each hot function exists twice: a portable C version the compiler vectorises for whatever the
+// build targets (SSE2 on baseline x86-64, NEON on arm64), and an x86-64 version compiled with
+// __attribute__((target("avx2,fma"))) so that a plain `swift build` gets FMA code without any
+// build flags. The `isa` argument picks one; `sg_best_isa()` says what this CPU can run.
+#ifndef SWIFTGPT_CKERNELS_H
+#define SWIFTGPT_CKERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Instruction sets the kernels can be run with.
+enum { SG_ISA_PORTABLE = 0, SG_ISA_AVX2_FMA = 1, SG_ISA_AVX512 = 2 };
+
+/// The fastest instruction set this CPU supports (checked once with cpuid).
+int sg_best_isa(void);
+
+/// Rows (mr) and columns (nr) of the gemm microkernel's register tile for an instruction set:
+/// 6 x 16 for portable and AVX2 (12 ymm accumulators), 12 x 32 for AVX-512 (24 zmm).
+void sg_gemm_tile(int isa, int *mr, int *nr);
+
+/// The portable and AVX2 tile.
+enum { SG_GEMM_MR = 6, SG_GEMM_NR = 16 };
+
+/// GFLOP/s of a loop of independent FMAs with the widest vectors of `isa`, over about
+/// `iterations` x 24 vector FMAs: this core's fp32 peak, the ceiling for gemm.
+double sg_fma_peak_gflops(int isa, long iterations);
+
+/// The gemm microkernel: one MR x NR tile of C from packed panels.
+///
+/// `a` is an MR x kc panel packed column by column (a[p*MR + i] = A[i][p]); `b` is a kc x NR
+/// panel packed row by row (b[p*NR + j] = B[p][j]), 64-byte aligned; both zero-padded past
+/// mr / nr. MR and NR are the tile of `isa` (sg_gemm_tile).
+/// Computes C[i][j] = alpha * sum_p A[i][p] B[p][j] + beta * C[i][j] for i < mr, j < nr,
+/// where C is row-major with leading dimension ldc. With beta == 0, C is not read.
+void sg_gemm_micro(int isa, long kc, const float *a, const float *b, float *c, long ldc,
+                   int mr, int nr, float alpha, float beta);
+
+/// y[r] = alpha * dot(A[r, 0..<k], x) + beta * y[r] for r < rows; A row-major with leading
+/// dimension lda. With beta == 0, y is not read.
+void sg_matvec(int isa, long rows, long k, const float *a, long lda, const float *x,
+               float *y, float alpha, float beta);
+
+/// sum_i x[i] * y[i], accumulated in float with several partial sums.
+float sg_dot(int isa, long n, const float *x, const float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import CommandSupport
+import SwiftGPT
+
+/// `gpt-bench`: speed figures of SwiftGPT next to their references, measured in the same run.
+/// Build in release: `swift run -c release gpt-bench gemm`.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gpt-bench",
+        abstract: "Measure SwiftGPT against reference implementations (release builds only).",
+        version: swiftGPTVersion,
+        subcommands: [GemmBench.self, PoolBench.self])
+
+    static func main() async { await runReportingErrors() }
+}
+
+/// Seconds per run of `body`: the median of at least `minimumRuns` runs after one warm-up,
+/// running more while the total stays under `budget` seconds.
+func measure(minimumRuns: Int = 3, budget: Double = 1.0, _ body: () -> Void) -> Double {
+    body()
+    var times: [Double] = []
+    let start = DispatchTime.now().uptimeNanoseconds
+    while times.count < minimumRuns
+        || (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < budget && times.count < 1000) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+    times.sort()
+    return times[times.count / 2]
+}
+
+/// One JSON object on one line, keys in the order given; nil values print as null.
+func jsonLine(_ fields: KeyValuePairs<String, Any?>) -> String {
+    let parts = fields.map { key, value -> String in
+        let text: String
+        switch value {
+        case nil: text = "null"
+        case let string as String: text = "\"\(string)\""
+        case let double as Double: text = String(format: "%.4g", double)
+        case let some?: text = "\(some)"
+        }
+        return "\"\(key)\":\(text)"
+    }
+    return "{" + parts.joined(separator: ",") + "}"
+}
+
+/// Parses "1,2" into thread counts.
+struct ThreadList: ExpressibleByArgument {
+    var counts: [Int]
+    init?(argument: String) {
+        let parsed = argument.split(separator: ",").compactMap { Int($0) }
+        guard !parsed.isEmpty, parsed.allSatisfy({ $0 > 0 }) else { return nil }
+        counts = parsed
+    }
+}

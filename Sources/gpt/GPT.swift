@@ -1,0 +1,16 @@
+import ArgumentParser
+import Foundation
+import CommandSupport
+import SwiftGPT
+
+/// `gpt`: the SwiftGPT command line. Each job is a subcommand; `gpt help SUBCOMMAND` says more.
+@main
+struct GPT: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gpt",
+        abstract: "Build, tune, evaluate and serve GPT-style language models.",
+        version: swiftGPTVersion,
+        subcommands: [SystemCommand.self])
+
+    static func main() async { await runReportingErrors() }
+}
