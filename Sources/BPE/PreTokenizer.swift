@@ -1,0 +1,312 @@
+/// Splits text into the pieces BPE merges within, exactly as a tokenizer's regular expression
+/// does, but as a hand-written scanner over UTF-8 (no regex engine on the hot path).
+///
+/// - `gpt2` (r50k/p50k, GPT-2):
+///   `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+/// - `cl100k` (GPT-3.5/4): `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|
+///   ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s`
+/// - `o200k` (GPT-4o): letter runs split by case (`[^\r\n\p{L}\p{N}]?[upper]*[lower]+('s|...)?`
+///   and `...?[upper]+[lower]*('s|...)?`), `\p{N}{1,3}`, ` ?[^\s\p{L}\p{N}]+[\r\n/]*`,
+///   `\s*[\r\n]+`, `\s+(?!\S)`, `\s+`
+///
+///     PreTokenizer.gpt2.split("Hello world's  end")  ->  ["Hello", " world", "'s", " ", " end"]
+///
+/// Each alternative is tried in the pattern's order at each position, with the same backtracking
+/// a regex engine does (for example `\s+(?!\S)` leaves the last space of a run to the next word).
+public enum PreTokenizer: String, Sendable, CaseIterable {
+    case gpt2
+    case cl100k
+    case o200k
+
+    /// The regular expression this scanner implements (as tiktoken and Hugging Face write it).
+    public var pattern: String {
+        switch self {
+        case .gpt2:
+            return #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
+        case .cl100k:
+            return #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"#
+        case .o200k:
+            return [
+                #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"#,
+                #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"#,
+                #"\p{N}{1,3}"#,
+                #" ?[^\s\p{L}\p{N}]+[\r\n/]*"#,
+                #"\s*[\r\n]+"#,
+                #"\s+(?!\S)"#,
+                #"\s+"#,
+            ].joined(separator: "|")
+        }
+    }
+
+    /// The pieces of `text`, as strings (for tests and inspection; encoding uses `forEachPiece`).
+    public func split(_ text: String) -> [String] {
+        var text = text
+        return text.withUTF8 { bytes in
+            var pieces: [String] = []
+            forEachPiece(in: bytes) { range in
+                pieces.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self))
+            }
+            return pieces
+        }
+    }
+
+    /// Calls `body` with the byte range of each piece of valid UTF-8 `bytes`, in order; the
+    /// ranges cover the input without gaps.
+    @inline(__always)
+    public func forEachPiece(in bytes: UnsafeBufferPointer<UInt8>, _ body: (Range<Int>) -> Void) {
+        var scanner = Scanner(bytes: bytes)
+        var start = 0
+        while start < bytes.count {
+            let end: Int
+            switch self {
+            case .gpt2: end = scanner.gpt2Piece(at: start)
+            case .cl100k: end = scanner.cl100kPiece(at: start)
+            case .o200k: end = scanner.o200kPiece(at: start)
+            }
+            body(start..<end)
+            start = end
+        }
+    }
+}
+
+/// The scanner over one UTF-8 buffer. Positions are byte offsets at scalar boundaries.
+struct Scanner {
+    let bytes: UnsafeBufferPointer<UInt8>
+    let count: Int
+
+    init(bytes: UnsafeBufferPointer<UInt8>) {
+        self.bytes = bytes
+        count = bytes.count
+    }
+
+    // MARK: scalars and classes
+
+    /// The scalar value at byte offset `i` and its length in bytes.
+    @inline(__always)
+    func scalar(at i: Int) -> (value: UInt32, length: Int) {
+        let b0 = UInt32(bytes[i])
+        if b0 < 0x80 { return (b0, 1) }
+        if b0 < 0xE0 { return ((b0 & 0x1F) << 6 | UInt32(bytes[i + 1] & 0x3F), 2) }
+        if b0 < 0xF0 {
+            return ((b0 & 0x0F) << 12 | UInt32(bytes[i + 1] & 0x3F) << 6 | UInt32(bytes[i + 2] & 0x3F), 3)
+        }
+        return ((b0 & 0x07) << 18 | UInt32(bytes[i + 1] & 0x3F) << 12
+                | UInt32(bytes[i + 2] & 0x3F) << 6 | UInt32(bytes[i + 3] & 0x3F), 4)
+    }
+
+    @inline(__always)
+    func classes(at i: Int) -> (classes: CharacterClasses, length: Int) {
+        let b0 = bytes[i]
+        if b0 < 0x80 { return (asciiClasses[Int(b0)], 1) }
+        let (value, length) = scalar(at: i)
+        return (CharacterClasses.of(value), length)
+    }
+
+    /// Not whitespace, not a letter, not a number: `[^\s\p{L}\p{N}]`.
+    @inline(__always)
+    static func isOther(_ c: CharacterClasses) -> Bool {
+        c.isDisjoint(with: [.whitespace, .letter, .number])
+    }
+
+    /// The end of the run of scalars from `i` whose classes satisfy `test`.
+    @inline(__always)
+    func run(from i: Int, while test: (CharacterClasses) -> Bool) -> Int {
+        var j = i
+        while j < count {
+            let (c, length) = classes(at: j)
+            if !test(c) { break }
+            j += length
+        }
+        return j
+    }
+
+    /// The start of the scalar that ends at byte offset `end` (stepping over continuation bytes).
+    @inline(__always)
+    func previousBoundary(before end: Int) -> Int {
+        var j = end - 1
+        while j > 0 && bytes[j] & 0xC0 == 0x80 { j -= 1 }
+        return j
+    }
+
+    // MARK: contractions
+
+    /// 's 't 'm 'd (1 letter) or 'll 've 're (2 letters) at `i`, case-sensitive as GPT-2;
+    /// the end of the contraction or nil.
+    @inline(__always)
+    func contraction(at i: Int, ignoringCase: Bool) -> Int? {
+        guard i + 1 < count, bytes[i] == UInt8(ascii: "'") else { return nil }
+        let (first, firstLength) = scalar(at: i + 1)
+        let a = ignoringCase ? lowercased(first) : first
+        switch a {
+        case 0x73, 0x74, 0x6D, 0x64:  // s t m d
+            return i + 1 + firstLength
+        case 0x6C, 0x76, 0x72:  // l v r: need ll, ve, re
+            let second = i + 1 + firstLength
+            guard second < count else { return nil }
+            let (next, nextLength) = scalar(at: second)
+            let b = ignoringCase ? lowercased(next) : next
+            let matches = (a == 0x6C && b == 0x6C) || (a == 0x76 && b == 0x65) || (a == 0x72 && b == 0x65)
+            return matches ? second + nextLength : nil
+        default:
+            return nil
+        }
+    }
+
+    /// Simple case folding for the letters of the contractions: ASCII, and ſ (U+017F), which
+    /// folds to s under Unicode rules (the regex engines' `(?i)`).
+    @inline(__always)
+    func lowercased(_ value: UInt32) -> UInt32 {
+        if value >= 0x41 && value <= 0x5A { return value + 0x20 }
+        if value == 0x17F { return 0x73 }
+        return value
+    }
+
+    // MARK: whitespace endings shared by the patterns
+
+    /// For a whitespace run [i, runEnd) followed by non-whitespace: `\s+(?!\S)` keeps all but the
+    /// last scalar when the run has two or more; otherwise the single scalar (`\s+` or `\s`).
+    @inline(__always)
+    func whitespaceBeforeWord(at i: Int, runEnd: Int) -> Int {
+        let last = previousBoundary(before: runEnd)
+        return last > i ? last : runEnd
+    }
+
+    /// The end of the last \r or \n in [i, runEnd), or nil: `\s*[\r\n]+`.
+    @inline(__always)
+    func lastNewlineEnd(from i: Int, runEnd: Int) -> Int? {
+        var j = runEnd - 1
+        while j >= i {
+            if bytes[j] == 0x0A || bytes[j] == 0x0D { return j + 1 }
+            j -= 1
+        }
+        return nil
+    }
+
+    // MARK: the patterns
+
+    func gpt2Piece(at i: Int) -> Int {
+        if let end = contraction(at: i, ignoringCase: false) { return end }
+        var start = i, c = classes(at: i).classes
+        if bytes[i] == 0x20 && i + 1 < count {
+            let (c1, _) = classes(at: i + 1)
+            if !c1.contains(.whitespace) {
+                start = i + 1
+                c = c1
+            }
+        }
+        if c.contains(.letter) { return run(from: start) { $0.contains(.letter) } }
+        if c.contains(.number) { return run(from: start) { $0.contains(.number) } }
+        if Self.isOther(c) { return run(from: start, while: Self.isOther) }
+        let runEnd = run(from: i) { $0.contains(.whitespace) }
+        if runEnd == count { return count }
+        return whitespaceBeforeWord(at: i, runEnd: runEnd)
+    }
+
+    func cl100kPiece(at i: Int) -> Int {
+        if let end = contraction(at: i, ignoringCase: true) { return end }
+        let (c0, l0) = classes(at: i)
+        // [^\r\n\p{L}\p{N}]?+\p{L}++
+        if c0.contains(.letter) { return run(from: i) { $0.contains(.letter) } }
+        if c0.isDisjoint(with: [.newline, .number]), i + l0 < count,
+           classes(at: i + l0).classes.contains(.letter) {
+            return run(from: i + l0) { $0.contains(.letter) }
+        }
+        // \p{N}{1,3}+
+        if c0.contains(.number) {
+            var j = i + l0, digits = 1
+            while digits < 3 && j < count {
+                let (c, length) = classes(at: j)
+                guard c.contains(.number) else { break }
+                j += length
+                digits += 1
+            }
+            return j
+        }
+        // ' ?[^\s\p{L}\p{N}]++[\r\n]*+'
+        var start = -1
+        if Self.isOther(c0) {
+            start = i
+        } else if bytes[i] == 0x20 && i + 1 < count && Self.isOther(classes(at: i + 1).classes) {
+            start = i + 1
+        }
+        if start >= 0 {
+            var j = run(from: start, while: Self.isOther)
+            while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D) { j += 1 }
+            return j
+        }
+        // Whitespace: \s++$ | \s*[\r\n] | \s+(?!\S) | \s
+        let runEnd = run(from: i) { $0.contains(.whitespace) }
+        if runEnd == count { return count }
+        if let end = lastNewlineEnd(from: i, runEnd: runEnd) { return end }
+        return whitespaceBeforeWord(at: i, runEnd: runEnd)
+    }
+
+    func o200kPiece(at i: Int) -> Int {
+        let (c0, l0) = classes(at: i)
+        // The optional prefix [^\r\n\p{L}\p{N}] is tried consumed first, then not (which
+        // matters only for a mark: it is outside \p{L} yet inside both case classes).
+        let afterPrefix = c0.isDisjoint(with: [.newline, .letter, .number]) ? i + l0 : -1
+        if afterPrefix >= 0, let end = lowerCaseWord(at: afterPrefix) { return contractionOrSelf(end) }
+        if let end = lowerCaseWord(at: i) { return contractionOrSelf(end) }
+        if afterPrefix >= 0, let end = upperCaseWord(at: afterPrefix) { return contractionOrSelf(end) }
+        if let end = upperCaseWord(at: i) { return contractionOrSelf(end) }
+        // \p{N}{1,3}
+        if c0.contains(.number) {
+            var j = i + l0, digits = 1
+            while digits < 3 && j < count {
+                let (c, length) = classes(at: j)
+                guard c.contains(.number) else { break }
+                j += length
+                digits += 1
+            }
+            return j
+        }
+        // ' ?[^\s\p{L}\p{N}]+[\r\n/]*'
+        var start = -1
+        if Self.isOther(c0) {
+            start = i
+        } else if bytes[i] == 0x20 && i + 1 < count && Self.isOther(classes(at: i + 1).classes) {
+            start = i + 1
+        }
+        if start >= 0 {
+            var j = run(from: start, while: Self.isOther)
+            while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x2F) { j += 1 }
+            return j
+        }
+        // Whitespace: \s*[\r\n]+ | \s+(?!\S) | \s+
+        let runEnd = run(from: i) { $0.contains(.whitespace) }
+        if let end = lastNewlineEnd(from: i, runEnd: runEnd) { return end }
+        if runEnd == count { return count }
+        return whitespaceBeforeWord(at: i, runEnd: runEnd)
+    }
+
+    /// `[upper]*[lower]+` at `s`: the greedy upper run, backing off one scalar at a time until a
+    /// lower-ish scalar starts the lower run. Nil when no lower-ish scalar can start it.
+    func lowerCaseWord(at s: Int) -> Int? {
+        guard s < count else { return nil }
+        let upperEnd = run(from: s) { $0.contains(.upperish) }
+        var p = upperEnd
+        while true {
+            if p < count && classes(at: p).classes.contains(.lowerish) {
+                return run(from: p) { $0.contains(.lowerish) }
+            }
+            if p == s { return nil }
+            p = previousBoundary(before: p)
+        }
+    }
+
+    /// `[upper]+[lower]*` at `s`, or nil when `s` does not start an upper-ish scalar.
+    func upperCaseWord(at s: Int) -> Int? {
+        guard s < count, classes(at: s).classes.contains(.upperish) else { return nil }
+        let upperEnd = run(from: s) { $0.contains(.upperish) }
+        return run(from: upperEnd) { $0.contains(.lowerish) }
+    }
+
+    @inline(__always)
+    func contractionOrSelf(_ end: Int) -> Int {
+        contraction(at: end, ignoringCase: true) ?? end
+    }
+}
+
+/// Classes of the 128 ASCII scalars.
+private let asciiClasses: [CharacterClasses] = (0..<128).map { CharacterClasses.of(UInt32($0)) }

