@@ -21,7 +21,12 @@ struct CharacterClasses: OptionSet, Sendable {
         return compute(value)
     }
 
-    private static let bmpTable: [UInt8] = (0..<0x10000).map { compute(UInt32($0)).rawValue }
+    /// The classes of U+0000...U+FFFF, built once and never freed (the scanner keeps the pointer).
+    nonisolated(unsafe) static let bmpTable: UnsafePointer<UInt8> = {
+        let table = UnsafeMutablePointer<UInt8>.allocate(capacity: 0x10000)
+        for value in 0..<0x10000 { table[value] = compute(UInt32(value)).rawValue }
+        return UnsafePointer(table)
+    }()
 
     private static func compute(_ value: UInt32) -> CharacterClasses {
         guard let scalar = Unicode.Scalar(value) else { return [] }  // surrogates

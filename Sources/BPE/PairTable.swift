@@ -1,22 +1,24 @@
 /// An open-addressing hash map from a pair of token ids to the merge that joins them:
 /// `(left, right) -> (rank, merged id)`. Lower rank merges first.
 ///
-/// Swift's `Dictionary` costs about 3x more per lookup here; BPE asks this table once per
-/// adjacent pair of every piece not in the cache.
-struct PairTable: Sendable {
-    private var keys: [UInt64]
-    private var values: [UInt64]  // rank << 32 | merged
-    private var mask: Int
+/// Built once when a tokenizer loads, then only read (from any number of threads). BPE asks it
+/// once per adjacent pair of every piece the cache has not seen; flat pointer storage keeps a
+/// lookup to a multiply, a probe or two and no bounds checks.
+final class PairTable: @unchecked Sendable {
+    // Key and value side by side, so a probe touches one cache line: (key, rank << 32 | merged).
+    private var entriesStorage: UnsafeMutablePointer<(key: UInt64, value: UInt64)>
+    private var capacity: Int
     private(set) var count = 0
     private static let empty = UInt64.max
 
-    init(capacity: Int) {
-        var size = 16
-        while size < capacity * 2 { size <<= 1 }
-        keys = [UInt64](repeating: Self.empty, count: size)
-        values = [UInt64](repeating: 0, count: size)
-        mask = size - 1
+    init(expectedCount: Int) {
+        capacity = 16
+        while capacity < expectedCount * 2 { capacity <<= 1 }
+        entriesStorage = .allocate(capacity: capacity)
+        entriesStorage.initialize(repeating: (Self.empty, 0), count: capacity)
     }
+
+    deinit { entriesStorage.deallocate() }
 
     @inline(__always)
     private static func key(_ left: Int32, _ right: Int32) -> UInt64 {
@@ -25,58 +27,56 @@ struct PairTable: Sendable {
 
     @inline(__always)
     private func slot(for key: UInt64) -> Int {
-        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20) & mask
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20) & (capacity - 1)
     }
 
     /// Adds a merge unless the pair already has one of lower rank.
-    mutating func insert(left: Int32, right: Int32, rank: Int32, merged: Int32) {
-        if (count + 1) * 2 > keys.count { grow() }
+    func insert(left: Int32, right: Int32, rank: Int32, merged: Int32) {
+        if (count + 1) * 2 > capacity { grow() }
         let k = Self.key(left, right)
+        let value = UInt64(UInt32(bitPattern: rank)) << 32 | UInt64(UInt32(bitPattern: merged))
         var i = slot(for: k)
-        while keys[i] != Self.empty {
-            if keys[i] == k {
-                if rank < Int32(truncatingIfNeeded: values[i] >> 32) {
-                    values[i] = UInt64(UInt32(bitPattern: rank)) << 32 | UInt64(UInt32(bitPattern: merged))
-                }
+        while entriesStorage[i].key != Self.empty {
+            if entriesStorage[i].key == k {
+                if rank < Int32(truncatingIfNeeded: entriesStorage[i].value >> 32) { entriesStorage[i].value = value }
                 return
             }
-            i = (i + 1) & mask
+            i = (i + 1) & (capacity - 1)
         }
-        keys[i] = k
-        values[i] = UInt64(UInt32(bitPattern: rank)) << 32 | UInt64(UInt32(bitPattern: merged))
+        entriesStorage[i] = (k, value)
         count += 1
     }
 
-    /// The merge of (left, right), or nil.
+    /// The merge of (left, right) as `rank << 32 | merged`, or `UInt64.max` when they do not merge.
     @inline(__always)
-    func lookup(_ left: Int32, _ right: Int32) -> (rank: Int32, merged: Int32)? {
+    func lookup(_ left: Int32, _ right: Int32) -> UInt64 {
         let k = Self.key(left, right)
-        return keys.withUnsafeBufferPointer { keys in
-            var i = slot(for: k)
-            while true {
-                let found = keys[i]
-                if found == k {
-                    let v = values[i]
-                    return (Int32(truncatingIfNeeded: v >> 32), Int32(truncatingIfNeeded: v))
-                }
-                if found == Self.empty { return nil }
-                i = (i + 1) & mask
-            }
+        var i = slot(for: k)
+        while true {
+            let found = entriesStorage[i]
+            if found.key == k { return found.value }
+            if found.key == Self.empty { return .max }
+            i = (i + 1) & (capacity - 1)
         }
     }
 
     /// Every merge, in no particular order.
     var entries: [(left: Int32, right: Int32, rank: Int32, merged: Int32)] {
-        keys.indices.compactMap { i in
-            keys[i] == Self.empty ? nil
-                : (Int32(truncatingIfNeeded: keys[i] >> 32), Int32(truncatingIfNeeded: keys[i]),
-                   Int32(truncatingIfNeeded: values[i] >> 32), Int32(truncatingIfNeeded: values[i]))
+        (0..<capacity).compactMap { i in
+            let (key, value) = entriesStorage[i]
+            return key == Self.empty ? nil
+                : (Int32(truncatingIfNeeded: key >> 32), Int32(truncatingIfNeeded: key),
+                   Int32(truncatingIfNeeded: value >> 32), Int32(truncatingIfNeeded: value))
         }
     }
 
-    private mutating func grow() {
+    private func grow() {
         let old = entries
-        self = PairTable(capacity: keys.count)
+        entriesStorage.deallocate()
+        capacity *= 2
+        entriesStorage = .allocate(capacity: capacity)
+        entriesStorage.initialize(repeating: (Self.empty, 0), count: capacity)
+        count = 0
         for e in old { insert(left: e.left, right: e.right, rank: e.rank, merged: e.merged) }
     }
 }

@@ -29,8 +29,12 @@ public final class Tokenizer: Sendable {
     /// The number of ids, special tokens included (one past the largest id).
     public var vocabularySize: Int { max(tokenBytes.count, (specialById.keys.max() ?? -1) + 1) }
 
-    /// The id of each token text in bytes, for `id(of:)`.
-    let idsByBytes: [[UInt8]: Int32]
+    /// Token bytes -> id. Encoding asks it for each new piece when `wholePieceLookup` is set.
+    let tokenTable: ByteStringTable
+    /// Whether a piece that is itself a token encodes as that token without merging: tiktoken
+    /// does this for rank files (where it is the same result), and Hugging Face with
+    /// `ignore_merges` (where it can differ from merging).
+    let wholePieceLookup: Bool
 
     /// Builds a tokenizer from each id's bytes and the merges.
     ///
@@ -41,27 +45,39 @@ public final class Tokenizer: Sendable {
     ///     them from the ids as tiktoken does: a token's id is its rank, and any two tokens
     ///     whose bytes join into a token merge at that token's rank.
     init(tokenBytes: [[UInt8]], merges: [(Int32, Int32, Int32)]?, specialTokens: [String: Int],
-         preTokenizer: PreTokenizer) throws {
+         preTokenizer: PreTokenizer, ignoreMerges: Bool = false) throws {
         var byteTokens = [Int32](repeating: -1, count: 256)
-        var idsByBytes: [[UInt8]: Int32] = [:]
-        idsByBytes.reserveCapacity(tokenBytes.count)
+        let tokenTable = ByteStringTable(expectedCount: tokenBytes.count)
         for (id, bytes) in tokenBytes.enumerated() where !bytes.isEmpty {
             if bytes.count == 1 && byteTokens[Int(bytes[0])] < 0 { byteTokens[Int(bytes[0])] = Int32(id) }
-            if idsByBytes[bytes] == nil { idsByBytes[bytes] = Int32(id) }
+            bytes.withUnsafeBufferPointer { b in
+                let h = ByteStringTable.hash(b.baseAddress!, b.count)
+                if tokenTable.find(b.baseAddress!, b.count, hash: h) == nil {
+                    var value = Int32(id)
+                    tokenTable.insert(b.baseAddress!, b.count, hash: h, values: &value, valueCount: 1)
+                }
+            }
         }
         if let missing = byteTokens.firstIndex(of: -1) {
             throw TokenizerError("the vocabulary has no token for the byte 0x\(String(missing, radix: 16, uppercase: true)); byte-level BPE needs all 256")
         }
-        var table = PairTable(capacity: merges?.count ?? tokenBytes.count * 4)
+        let table = PairTable(expectedCount: merges?.count ?? tokenBytes.count * 4)
         if let merges {
             for (rank, merge) in merges.enumerated() {
                 table.insert(left: merge.0, right: merge.1, rank: Int32(rank), merged: merge.2)
             }
         } else {
+            func lookup(_ bytes: UnsafeBufferPointer<UInt8>) -> Int32? {
+                tokenTable.find(bytes.baseAddress!, bytes.count,
+                                hash: ByteStringTable.hash(bytes.baseAddress!, bytes.count))?.0.pointee
+            }
             for (id, bytes) in tokenBytes.enumerated() where bytes.count >= 2 {
-                for split in 1..<bytes.count {
-                    if let left = idsByBytes[Array(bytes[..<split])], let right = idsByBytes[Array(bytes[split...])] {
-                        table.insert(left: left, right: right, rank: Int32(id), merged: Int32(id))
+                bytes.withUnsafeBufferPointer { b in
+                    for split in 1..<b.count {
+                        if let left = lookup(UnsafeBufferPointer(rebasing: b[..<split])),
+                           let right = lookup(UnsafeBufferPointer(rebasing: b[split...])) {
+                            table.insert(left: left, right: right, rank: Int32(id), merged: Int32(id))
+                        }
                     }
                 }
             }
@@ -69,7 +85,8 @@ public final class Tokenizer: Sendable {
         self.tokenBytes = tokenBytes
         self.byteTokens = byteTokens
         self.merges = table
-        self.idsByBytes = idsByBytes
+        self.tokenTable = tokenTable
+        self.wholePieceLookup = merges == nil || ignoreMerges
         self.specialTokens = specialTokens
         self.specialById = Dictionary(specialTokens.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
         self.preTokenizer = preTokenizer
@@ -128,7 +145,10 @@ public final class Tokenizer: Sendable {
     /// The id of the token whose text is exactly `text` (special tokens included), or nil.
     public func id(of text: String) -> Int? {
         if let special = specialTokens[text] { return special }
-        return idsByBytes[Array(text.utf8)].map(Int.init)
+        return Array(text.utf8).withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return nil }
+            return tokenTable.find(base, b.count, hash: ByteStringTable.hash(base, b.count)).map { Int($0.0.pointee) }
+        }
     }
 
     // MARK: decoding

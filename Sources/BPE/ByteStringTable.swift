@@ -1,0 +1,212 @@
+/// An open-addressing hash table from byte strings to short runs of token ids, with keys and
+/// values in flat arenas: a lookup hashes the bytes 8 at a time, probes, compares, and hands back
+/// a pointer to the ids, allocating nothing.
+///
+/// The tokenizer keeps one (immutable, shared) for "which token is exactly these bytes", and each
+/// encoding session one more as the cache of pieces it has already merged.
+///
+/// A slot is 16 bytes, so four share a cache line: keys of up to 8 bytes (most pieces) live in
+/// the slot itself, as does a single value, so a hit on a short one-token piece reads one line.
+final class ByteStringTable: @unchecked Sendable {
+    private struct Slot {
+        /// The key's bytes when it is 8 bytes or shorter (zero-padded); else its arena offset.
+        var key: UInt64
+        /// The value when there is one; else its arena offset.
+        var value: Int32
+        /// Bits 0-15: key length (0xFFFF: empty slot); 16-23: value count; 24-31: 8 hash bits.
+        var meta: UInt32
+
+        static let empty = Slot(key: 0, value: 0, meta: 0xFFFF)
+        var isEmpty: Bool { meta & 0xFFFF == 0xFFFF }
+        var keyLength: Int { Int(meta & 0xFFFF) }
+        var valueCount: Int { Int((meta >> 16) & 0xFF) }
+    }
+
+    /// Keys longer than this, or with more values than 255, are not stored (`insert` ignores
+    /// them); both are far beyond what a cache gains from.
+    static let maximumKeyLength = 0xFFFE
+
+    private var slots: UnsafeMutablePointer<Slot>
+    private var capacity: Int
+    private var keys: UnsafeMutablePointer<UInt8>
+    private var keysUsed = 0, keysCapacity: Int
+    private var values: UnsafeMutablePointer<Int32>
+    private var valuesUsed = 0, valuesCapacity: Int
+    private(set) var count = 0
+
+    init(expectedCount: Int = 1024) {
+        capacity = 16
+        while capacity < expectedCount * 2 { capacity <<= 1 }
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: .empty, count: capacity)
+        keysCapacity = max(64, expectedCount * 8)
+        keys = .allocate(capacity: keysCapacity)
+        valuesCapacity = max(64, expectedCount * 2)
+        values = .allocate(capacity: valuesCapacity)
+    }
+
+    deinit {
+        slots.deallocate()
+        keys.deallocate()
+        values.deallocate()
+    }
+
+    /// A 64-bit hash of the bytes, 8 at a time.
+    @inline(__always)
+    static func hash(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
+        var h: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(count)
+        var i = 0
+        let raw = UnsafeRawPointer(bytes)
+        while i + 8 <= count {
+            h = (h ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+            h ^= h >> 32
+            i += 8
+        }
+        if i < count {
+            var tail: UInt64 = 0
+            var shift: UInt64 = 0
+            while i < count {
+                tail |= UInt64(bytes[i]) << shift
+                shift += 8
+                i += 1
+            }
+            h = (h ^ tail) &* 0xC4CE_B9FE_1A85_EC53
+        }
+        // Multiplication only carries bits upward; fold the high bits down (murmur3's fmix64)
+        // so the low bits that pick the slot depend on every byte.
+        h ^= h >> 33
+        h = h &* 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        return h
+    }
+
+    /// The first 8 bytes (or fewer) as an integer, zero-padded.
+    @inline(__always)
+    private static func prefix(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
+        if count >= 8 { return UnsafeRawPointer(bytes).loadUnaligned(as: UInt64.self) }
+        var value: UInt64 = 0
+        for i in 0..<count { value |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+        return value
+    }
+
+    @inline(__always)
+    private static func tag(_ h: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: h >> 56) << 24 }
+
+    /// Reads the slot a hash starts probing at, so a later `find` finds it in cache. Returns a
+    /// value to fold into a sink, which keeps the load from being optimised away.
+    @inline(__always)
+    func touch(hash h: UInt64) -> UInt32 {
+        slots[Int(truncatingIfNeeded: h) & (capacity - 1)].meta
+    }
+
+    /// The values stored for these bytes: (pointer, count), or nil. The pointer is valid until
+    /// the next insert.
+    @inline(__always)
+    func find(_ bytes: UnsafePointer<UInt8>, _ count: Int, hash h: UInt64) -> (UnsafePointer<Int32>, Int)? {
+        let mask = capacity - 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        let want = Self.tag(h) | UInt32(truncatingIfNeeded: count)
+        let short = count <= 8 ? Self.prefix(bytes, count) : 0
+        while true {
+            let slot = slots[i]
+            if slot.isEmpty { return nil }
+            if slot.meta & 0xFF00_FFFF == want {
+                let matches = count <= 8 ? slot.key == short
+                    : memcmpEqual(keys + Int(slot.key), bytes, count)
+                if matches {
+                    let valueCount = slot.valueCount
+                    if valueCount == 1 {
+                        return (UnsafePointer(UnsafeMutableRawPointer(slots + i).advanced(by: 8)
+                                .assumingMemoryBound(to: Int32.self)), 1)
+                    }
+                    return (UnsafePointer(values + Int(slot.value)), valueCount)
+                }
+            }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// Stores `valueCount` values for the bytes (which must not be in the table yet).
+    func insert(_ bytes: UnsafePointer<UInt8>, _ count: Int, hash h: UInt64,
+                values newValues: UnsafePointer<Int32>, valueCount: Int) {
+        guard count <= Self.maximumKeyLength, valueCount >= 1, valueCount <= 255 else { return }
+        if (self.count + 1) * 2 > capacity { rehash(to: capacity * 2) }
+        var slot = Slot(key: 0, value: 0,
+                        meta: Self.tag(h) | UInt32(valueCount) << 16 | UInt32(count))
+        if count <= 8 {
+            slot.key = Self.prefix(bytes, count)
+        } else {
+            if keysUsed + count > keysCapacity {
+                keys = grown(keys, used: keysUsed, capacity: &keysCapacity, needed: keysUsed + count)
+            }
+            (keys + keysUsed).update(from: bytes, count: count)
+            slot.key = UInt64(keysUsed)
+            keysUsed += count
+        }
+        if valueCount == 1 {
+            slot.value = newValues.pointee
+        } else {
+            if valuesUsed + valueCount > valuesCapacity {
+                values = grown(values, used: valuesUsed, capacity: &valuesCapacity, needed: valuesUsed + valueCount)
+            }
+            (values + valuesUsed).update(from: newValues, count: valueCount)
+            slot.value = Int32(valuesUsed)
+            valuesUsed += valueCount
+        }
+        place(slot, hash: h)
+        self.count += 1
+    }
+
+    private func place(_ slot: Slot, hash h: UInt64) {
+        let mask = capacity - 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        while !slots[i].isEmpty { i = (i + 1) & mask }
+        slots[i] = slot
+    }
+
+    /// Rehashing needs each key's full hash, which slots do not keep: recompute it.
+    private func rehash(to newCapacity: Int) {
+        let old = slots, oldCapacity = capacity
+        capacity = newCapacity
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: .empty, count: capacity)
+        for i in 0..<oldCapacity where !old[i].isEmpty {
+            var slot = old[i]
+            let length = slot.keyLength
+            let h: UInt64
+            if length <= 8 {
+                h = withUnsafeBytes(of: &slot.key) { Self.hash($0.baseAddress!.assumingMemoryBound(to: UInt8.self), length) }
+            } else {
+                h = Self.hash(keys + Int(slot.key), length)
+            }
+            place(slot, hash: h)
+        }
+        old.deallocate()
+    }
+
+    private func grown<T>(_ pointer: UnsafeMutablePointer<T>, used: Int, capacity: inout Int,
+                          needed: Int) -> UnsafeMutablePointer<T> {
+        while capacity < needed { capacity *= 2 }
+        let bigger = UnsafeMutablePointer<T>.allocate(capacity: capacity)
+        bigger.moveInitialize(from: pointer, count: used)
+        pointer.deallocate()
+        return bigger
+    }
+}
+
+@inline(__always)
+private func memcmpEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+    var i = 0
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+    while i + 8 <= count {
+        if ra.loadUnaligned(fromByteOffset: i, as: UInt64.self) != rb.loadUnaligned(fromByteOffset: i, as: UInt64.self) {
+            return false
+        }
+        i += 8
+    }
+    while i < count {
+        if a[i] != b[i] { return false }
+        i += 1
+    }
+    return true
+}

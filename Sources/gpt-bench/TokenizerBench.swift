@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+
+/// `gpt-bench tokenizer`: encode speed of SwiftGPT's BPE next to tiktoken's, same file, same run.
+struct TokenizerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer",
+        abstract: "Encode MB/s, one thread and several, against tiktoken in the same run.")
+
+    @Option(help: "A tokenizer: .tiktoken file, tokenizer.json, or a directory (see gpt tokenizer).")
+    var tokenizer: String
+
+    @Option(help: "The pre-tokenizer for a .tiktoken file: gpt2, cl100k or o200k.")
+    var pattern: PreTokenizer?
+
+    @Option(help: "A UTF-8 text file to encode.")
+    var input: String
+
+    @Option(help: "Threads for the multi-threaded figure (documents split at newlines).")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(help: "Skip the tiktoken reference (python3 with tiktoken is needed for it).")
+    var noReference = false
+
+    @Flag(help: "One JSON object per measurement.")
+    var json = false
+
+    func run() throws {
+        let encoder = try Tokenizer.load(path: tokenizer, pattern: pattern)
+        let data = try Data(contentsOf: URL(fileURLWithPath: input))
+        let text = String(decoding: data, as: UTF8.self)
+        let megabytes = Double(data.count) / 1e6
+        let chunks = splitAtNewlines(text, pieces: threads)
+
+        var tokenCount = 0
+        let single = measure(minimumRuns: 3, budget: 2) { tokenCount = encoder.encodeOrdinary(text).count }
+        let pool = ThreadPool(threadCount: threads)
+        let multi = measure(minimumRuns: 3, budget: 2) {
+            pool.parallelFor(chunks.count) { i in _ = encoder.encodeOrdinary(chunks[i]) }
+        }
+        let reference = noReference || !tokenizer.hasSuffix(".tiktoken") ? nil
+            : try tiktokenSpeed(rankFile: tokenizer, pattern: pattern ?? encoder.preTokenizer)
+        let ours = (single: megabytes / single, multi: megabytes / multi)
+        if json {
+            print(jsonLine(["bench": "tokenizer", "bytes": data.count, "tokens": tokenCount,
+                            "pattern": encoder.preTokenizer.rawValue, "threads": threads,
+                            "swift_mbps_1": ours.single, "swift_mbps_n": ours.multi,
+                            "tiktoken_mbps_1": reference?.single, "tiktoken_mbps_n": reference?.multi,
+                            "ratio_1": reference.map { ours.single / $0.single },
+                            "ratio_n": reference.map { ours.multi / $0.multi }]))
+        } else {
+            print(String(format: "%@: %.1f MB, %d tokens (%.2f bytes/token), pattern %@", input, megabytes,
+                         tokenCount, Double(data.count) / Double(max(1, tokenCount)), encoder.preTokenizer.rawValue))
+            func row(_ label: String, _ swift: Double, _ ref: Double?) {
+                let refText = ref.map { String(format: "%8.1f MB/s", $0) } ?? "           -"
+                let ratio = ref.map { String(format: "%6.1fx", swift / $0) } ?? "      -"
+                print(String(format: "%-12@ SwiftGPT %8.1f MB/s   tiktoken %@   %@", label, swift, refText, ratio))
+            }
+            row("1 thread", ours.single, reference?.single)
+            row("\(threads) threads", ours.multi, reference?.multi)
+        }
+    }
+
+    /// `text` cut at newlines into about `pieces` parts of similar size.
+    func splitAtNewlines(_ text: String, pieces: Int) -> [String] {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let target = max(1, text.utf8.count / max(1, pieces))
+        var chunks: [String] = [], current = ""
+        for (index, line) in lines.enumerated() {
+            current += line
+            if index < lines.count - 1 { current += "\n" }
+            if current.utf8.count >= target && chunks.count < pieces - 1 {
+                chunks.append(current)
+                current = ""
+            }
+        }
+        chunks.append(current)
+        return chunks
+    }
+
+    /// tiktoken's MB/s on the same file: encode_ordinary, and encode_ordinary_batch over the
+    /// same newline-split documents with `threads` threads.
+    func tiktokenSpeed(rankFile: String, pattern: PreTokenizer) throws -> (single: Double, multi: Double)? {
+        let script = """
+        import sys, time, tiktoken
+        from tiktoken.load import load_tiktoken_bpe
+        path, pattern, input_path, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+        enc = tiktoken.Encoding("bench", pat_str=pattern, mergeable_ranks=load_tiktoken_bpe(path), special_tokens={})
+        text = open(input_path, "rb").read().decode("utf-8")
+        lines = text.split("\\n")
+        step = max(1, len(lines) // threads)
+        docs = ["\\n".join(lines[i:i + step]) for i in range(0, len(lines), step)]
+        def best(f):
+            f(); times = []
+            start = time.perf_counter()
+            while len(times) < 3 or (time.perf_counter() - start < 2 and len(times) < 50):
+                t = time.perf_counter(); f(); times.append(time.perf_counter() - t)
+            return sorted(times)[len(times) // 2]
+        mb = len(text.encode()) / 1e6
+        print(mb / best(lambda: enc.encode_ordinary(text)), mb / best(lambda: enc.encode_ordinary_batch(docs, num_threads=threads)))
+        """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, rankFile, pattern.pattern, input, String(threads)]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let numbers = String(decoding: data, as: UTF8.self).split(separator: " ").compactMap {
+            Double($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        guard process.terminationStatus == 0, numbers.count == 2 else {
+            FileHandle.standardError.write(Data("gpt-bench: tiktoken reference unavailable (pip install tiktoken==0.14.0)\n".utf8))
+            return nil
+        }
+        return (numbers[0], numbers[1])
+    }
+}
+
+extension PreTokenizer: ExpressibleByArgument {}
