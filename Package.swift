@@ -44,7 +44,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
-        .testTarget(name: "BPETests", dependencies: ["BPE"]),
+        .testTarget(name: "BPETests", dependencies: ["BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TransformerTests", dependencies: ["Transformer"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),

@@ -251,7 +251,7 @@ extension PreTokenizer {
     func matches(regex: String) -> Bool {
         // tiktoken's current spelling of GPT-2's pattern, which it asserts is equivalent.
         let r50kTiktoken = #"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"#
-        return regex == pattern || (self == .gpt2 && regex == r50kTiktoken)
+        return regex == pattern || regex == huggingFacePattern || (self == .gpt2 && regex == r50kTiktoken)
     }
 }
 

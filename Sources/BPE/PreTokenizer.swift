@@ -38,6 +38,18 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
         }
     }
 
+    /// The pattern as Hugging Face `tokenizers` must be given it. Its regex engine (Oniguruma,
+    /// Ruby syntax) reads `{1,3}+` as "one or more groups of 1-3", not as possessive, so cl100k's
+    /// possessive quantifiers become atomic groups, which mean the same.
+    public var huggingFacePattern: String {
+        switch self {
+        case .cl100k:
+            return #"'(?i:[sdmt]|ll|ve|re)|(?>[^\r\n\p{L}\p{N}]?)(?>\p{L}+)|(?>\p{N}{1,3})| ?(?>[^\s\p{L}\p{N}]+)(?>[\r\n]*)|(?>\s+)$|\s*[\r\n]|\s+(?!\S)|\s"#
+        case .gpt2, .o200k:
+            return pattern
+        }
+    }
+
     /// The pieces of `text`, as strings (for tests and inspection; encoding uses `forEachPiece`).
     public func split(_ text: String) -> [String] {
         var text = text

@@ -10,7 +10,7 @@ struct GPT: AsyncParsableCommand {
         commandName: "gpt",
         abstract: "Build, tune, evaluate and serve GPT-style language models.",
         version: swiftGPTVersion,
-        subcommands: [SystemCommand.self])
+        subcommands: [SystemCommand.self, TokenizerCommand.self])
 
     static func main() async { await runReportingErrors() }
 }

@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import SwiftGPT
+
+/// `gpt tokenizer`: encode, decode and train byte-level BPE tokenizers.
+struct TokenizerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenizer",
+        abstract: "Encode and decode text with a BPE tokenizer, or train one on your own text.",
+        subcommands: [Encode.self, Decode.self, Train.self])
+
+    /// Where a tokenizer comes from, shared by encode and decode.
+    struct Source: ParsableArguments {
+        @Option(help: "A directory (tokenizer.json, or vocab.json + merges.txt), a tokenizer.json file, or a .tiktoken file.")
+        var tokenizer: String
+
+        @Option(help: "The pre-tokenizer of a .tiktoken file: gpt2, cl100k or o200k (default: from the file name).")
+        var pattern: PreTokenizer?
+
+        func load() throws -> Tokenizer { try Tokenizer.load(path: tokenizer, pattern: pattern) }
+    }
+
+    struct Encode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the token ids of a text (a file, or stdin), separated by spaces.")
+
+        @OptionGroup var source: Source
+
+        @Flag(help: "Match special tokens such as <|endoftext|> (otherwise they are plain text).")
+        var allowSpecial = false
+
+        @Argument(help: "The text file (stdin when absent).")
+        var file: String?
+
+        func run() throws {
+            let tokenizer = try source.load()
+            let text = try readUTF8(file)
+            let ids = tokenizer.encode(text, allowedSpecial: allowSpecial ? .all : .none)
+            print(ids.map(String.init).joined(separator: " "))
+        }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Turn whitespace-separated token ids (a file, or stdin) back into text.")
+
+        @OptionGroup var source: Source
+
+        @Argument(help: "The file of ids (stdin when absent).")
+        var file: String?
+
+        func run() throws {
+            let tokenizer = try source.load()
+            let text = String(decoding: try readInput(file), as: UTF8.self)
+            var ids: [Int] = []
+            for (position, field) in text.split(whereSeparator: \.isWhitespace).enumerated() {
+                guard let id = Int(field) else {
+                    throw ValidationError("'\(field.prefix(40))' (item \(position)) is not a token id")
+                }
+                ids.append(id)
+            }
+            FileHandle.standardOutput.write(Data(try tokenizer.decodeBytes(ids)))
+        }
+    }
+
+    struct Train: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Learn a byte-level BPE vocabulary from text files; writes tokenizer.json, vocab.json, merges.txt.")
+
+        @Option(name: .long, parsing: .upToNextOption, help: "The training text files.")
+        var input: [String]
+
+        @Option(help: "Tokens in all: 256 bytes + merges + special tokens.")
+        var vocabSize: Int
+
+        @Option(help: "The directory to write.")
+        var output: String
+
+        @Option(name: .long, parsing: .upToNextOption, help: "Special tokens to reserve (the last ids).")
+        var special: [String] = ["<|endoftext|>"]
+
+        @Option(help: "The pre-tokenizer: gpt2, cl100k or o200k.")
+        var pattern: PreTokenizer = .gpt2
+
+        func validate() throws {
+            guard !input.isEmpty else { throw ValidationError("--input needs at least one file") }
+            guard vocabSize >= 256 + special.count else {
+                throw ValidationError("--vocab-size must be at least 256 + the \(special.count) special tokens, got \(vocabSize)")
+            }
+        }
+
+        func run() throws {
+            let texts = try input.map { try readUTF8($0) }
+            let start = Date()
+            let tokenizer = try BPETrainer(vocabularySize: vocabSize, specialTokens: special,
+                                           preTokenizer: pattern).train(texts: texts)
+            try tokenizer.writeHuggingFaceFiles(to: URL(fileURLWithPath: output))
+            let bytes = texts.reduce(0) { $0 + $1.utf8.count }
+            FileHandle.standardError.write(Data(String(
+                format: "trained %d tokens on %.1f MB in %.1f s; wrote %@/tokenizer.json, vocab.json, merges.txt\n",
+                tokenizer.vocabularySize, Double(bytes) / 1e6, Date().timeIntervalSince(start), output).utf8))
+        }
+    }
+}
+
+extension PreTokenizer: ExpressibleByArgument {}
+
+/// The bytes of a file, or of stdin when `path` is nil.
+func readInput(_ path: String?) throws -> Data {
+    guard let path else { return FileHandle.standardInput.readDataToEndOfFile() }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ValidationError("\(path): cannot read the file")
+    }
+    return data
+}
+
+/// The text of a file (or stdin), refusing invalid UTF-8 with the offset of the first bad byte.
+func readUTF8(_ path: String?) throws -> String {
+    let data = try readInput(path)
+    if let offset = firstInvalidUTF8Offset(data) {
+        throw ValidationError("\(path ?? "stdin"): invalid UTF-8 at byte offset \(offset)")
+    }
+    return String(decoding: data, as: UTF8.self)
+}

@@ -1,0 +1,139 @@
+import Foundation
+import XCTest
+@testable import BPE
+
+final class TokenizerTests: XCTestCase {
+    func gpt2() throws -> Tokenizer { try loadAsset("gpt2.tiktoken", pattern: .gpt2) }
+
+    func tortureText() throws -> String {
+        String(decoding: try Data(contentsOf: fixtureURL("torture.txt")), as: UTF8.self)
+    }
+
+    func testHuggingFaceVocabAndMergesEqualTheRankFile() throws {
+        // GPT-2's vocab.json + merges.txt (explicit merge list) against its tiktoken ranks.
+        let merged = try Tokenizer.load(path: try assetURL("tokenizers/gpt2").path)
+        XCTAssertEqual(merged.mergeSource, .mergeList)
+        let ranks = try gpt2()
+        let text = try tortureText()
+        XCTAssertEqual(merged.encodeOrdinary(text), ranks.encodeOrdinary(text))
+        XCTAssertEqual(merged.specialTokens, ["<|endoftext|>": 50256])
+    }
+
+    func testMergeListRecoveredFromRanksMatchesMergesFile() throws {
+        let recovered = try gpt2().mergeList()
+        let hf = try Tokenizer.load(path: try assetURL("tokenizers/gpt2").path)
+        let listed = try hf.mergeList()
+        XCTAssertEqual(recovered.count, 50000)
+        XCTAssertTrue(zip(recovered, listed).allSatisfy { $0.left == $1.left && $0.right == $1.right })
+    }
+
+    func testSpecialTokensOnlyWhenAllowed() throws {
+        let tokenizer = try gpt2()
+        let text = "a<|endoftext|>b"
+        XCTAssertEqual(tokenizer.encode(text), [64, 27, 91, 437, 1659, 5239, 91, 29, 65])
+        XCTAssertEqual(tokenizer.encode(text, allowedSpecial: .all), [64, 50256, 65])
+        XCTAssertEqual(tokenizer.encode(text, allowedSpecial: .some(["<|other|>"])), tokenizer.encodeOrdinary(text))
+        XCTAssertEqual(try tokenizer.decode([64, 50256, 65]), text)
+        XCTAssertEqual(tokenizer.id(of: "<|endoftext|>"), 50256)
+        XCTAssertEqual(tokenizer.id(of: " the"), 262)
+    }
+
+    func testDecodeOfEncodeIsIdentityOnRandomText() throws {
+        // Random scalars from every plane, with extra weight on spaces, digits, marks and ASCII.
+        var generator = SplitMix64(seed: 2024)
+        func randomScalar() -> Unicode.Scalar {
+            let pools: [ClosedRange<UInt32>] = [0x20...0x7E, 0x09...0x0D, 0x300...0x36F, 0xA0...0x24F,
+                                                0x370...0x10FF, 0x3000...0x30FF, 0x4E00...0x9FFF,
+                                                0xAC00...0xD7A3, 0x1F300...0x1FAFF, 0x0...0x10FFFF]
+            while true {
+                let pool = pools[Int(generator.next() % UInt64(pools.count))]
+                let value = pool.lowerBound + UInt32(generator.next() % UInt64(pool.count))
+                if let scalar = Unicode.Scalar(value) { return scalar }
+            }
+        }
+        let tokenizers = try TiktokenParityTests.encodings.map { try loadAsset($0.file, pattern: $0.pattern) }
+        for _ in 0..<200 {
+            var scalars = String.UnicodeScalarView()
+            for _ in 0..<Int(generator.next() % 40) { scalars.append(randomScalar()) }
+            let text = String(scalars)
+            for tokenizer in tokenizers {
+                XCTAssertEqual(try tokenizer.decode(tokenizer.encodeOrdinary(text)), text, "\(tokenizer.preTokenizer)")
+            }
+        }
+    }
+
+    func testIncrementalDecoderHoldsBackPartialCharacters() throws {
+        let tokenizer = try gpt2()
+        let text = try tortureText()
+        var decoder = IncrementalDecoder(tokenizer: tokenizer)
+        var output = ""
+        for id in tokenizer.encodeOrdinary(text) {
+            let piece = try decoder.append(id)
+            XCTAssertFalse(piece.contains("\u{FFFD}"), "emitted a partial character")
+            output += piece
+        }
+        output += decoder.finish()
+        XCTAssertEqual(output, text)
+        // "😀" is split over two GPT-2 tokens: nothing comes out until the second.
+        let emoji = tokenizer.encodeOrdinary("😀")
+        XCTAssertGreaterThan(emoji.count, 1)
+        var second = IncrementalDecoder(tokenizer: tokenizer)
+        XCTAssertEqual(try second.append(emoji[0]), "")
+        XCTAssertEqual(try emoji.dropFirst().map { try second.append($0) }.joined(), "😀")
+        // An unfinished character at the end comes out as U+FFFD.
+        var third = IncrementalDecoder(tokenizer: tokenizer)
+        XCTAssertEqual(try third.append(emoji[0]), "")
+        XCTAssertEqual(third.finish(), "\u{FFFD}")
+    }
+
+    func testInvalidUTF8OffsetIsReported() {
+        XCTAssertNil(firstInvalidUTF8Offset(Array("héllo 😀".utf8)))
+        XCTAssertEqual(firstInvalidUTF8Offset([0x61, 0x62, 0xFF, 0x63]), 2)
+        XCTAssertEqual(firstInvalidUTF8Offset([0x61, 0xC3]), 1)  // truncated é
+        XCTAssertEqual(firstInvalidUTF8Offset(Array("é".utf8) + [0xE2, 0x82]), 2)
+    }
+
+    func testErrorsNameWhatIsWrong() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bpe-errors-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func expectError(_ contains: String, _ body: () throws -> Void) {
+            XCTAssertThrowsError(try body()) { error in
+                XCTAssertTrue("\(error)".contains(contains), "\(error) should mention \(contains)")
+            }
+        }
+        expectError("no such file") { _ = try Tokenizer.load(path: directory.path + "/missing.tiktoken") }
+        let bad = directory.appendingPathComponent("bad_gpt2.tiktoken")
+        try "IQ== 0\nnot-base64!! 1\n".write(to: bad, atomically: true, encoding: .utf8)
+        expectError("bad_gpt2.tiktoken:2") { _ = try Tokenizer.load(path: bad.path) }
+        let partial = directory.appendingPathComponent("partial_gpt2.tiktoken")
+        try "IQ== 0\n".write(to: partial, atomically: true, encoding: .utf8)
+        expectError("0x0") { _ = try Tokenizer.load(path: partial.path) }
+
+        let vocab = (0..<256).map { "\(jsonString(ByteEncoder.encode([UInt8($0)]))):\($0)" }
+        try ("{" + vocab.joined(separator: ",") + #","ab":256}"#).write(to: directory.appendingPathComponent("vocab.json"), atomically: true, encoding: .utf8)
+        try "#version: 0.2\na zz\n".write(to: directory.appendingPathComponent("merges.txt"), atomically: true, encoding: .utf8)
+        expectError("'zz', which is not in the vocabulary") { _ = try Tokenizer.load(path: directory.path) }
+        try "#version: 0.2\na b\nab\n".write(to: directory.appendingPathComponent("merges.txt"), atomically: true, encoding: .utf8)
+        expectError("merges.txt:3") { _ = try Tokenizer.load(path: directory.path) }
+        try "{not json".write(to: directory.appendingPathComponent("vocab.json"), atomically: true, encoding: .utf8)
+        expectError("not valid JSON") { _ = try Tokenizer.load(path: directory.path) }
+
+        let tokenizer = try gpt2()
+        expectError("token id 50257 at position 1") { _ = try tokenizer.decode([1, 50257]) }
+        expectError("token id -1") { _ = try tokenizer.decode([-1]) }
+    }
+}
+
+/// A seeded generator for the property tests (BPE depends on nothing of ours, Kernels included).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
