@@ -63,14 +63,7 @@ final class ByteStringTable: @unchecked Sendable {
             i += 8
         }
         if i < count {
-            var tail: UInt64 = 0
-            var shift: UInt64 = 0
-            while i < count {
-                tail |= UInt64(bytes[i]) << shift
-                shift += 8
-                i += 1
-            }
-            h = (h ^ tail) &* 0xC4CE_B9FE_1A85_EC53
+            h = (h ^ loadPadded(bytes + i, count - i)) &* 0xC4CE_B9FE_1A85_EC53
         }
         // Multiplication only carries bits upward; fold the high bits down (murmur3's fmix64)
         // so the low bits that pick the slot depend on every byte.
@@ -83,10 +76,27 @@ final class ByteStringTable: @unchecked Sendable {
     /// The first 8 bytes (or fewer) as an integer, zero-padded.
     @inline(__always)
     private static func prefix(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
-        if count >= 8 { return UnsafeRawPointer(bytes).loadUnaligned(as: UInt64.self) }
-        var value: UInt64 = 0
-        for i in 0..<count { value |= UInt64(bytes[i]) << (8 * UInt64(i)) }
-        return value
+        loadPadded(bytes, min(count, 8))
+    }
+
+    /// `count` (0...8) bytes as a little-endian integer, zero-padded, with at most two loads
+    /// that stay inside the bytes (overlapping when the count is not a power of two).
+    @inline(__always)
+    static func loadPadded(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
+        let raw = UnsafeRawPointer(bytes)
+        switch count {
+        case 8:
+            return raw.loadUnaligned(as: UInt64.self)
+        case 4...7:
+            let low = UInt64(raw.loadUnaligned(as: UInt32.self))
+            let high = UInt64(raw.loadUnaligned(fromByteOffset: count - 4, as: UInt32.self))
+            return low | high << (8 * UInt64(count - 4))
+        case 1...3:
+            return UInt64(bytes[0]) | UInt64(bytes[count / 2]) << (8 * UInt64(count / 2))
+                | UInt64(bytes[count - 1]) << (8 * UInt64(count - 1))
+        default:
+            return 0
+        }
     }
 
     @inline(__always)

@@ -66,15 +66,10 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     /// ranges cover the input without gaps.
     @inline(__always)
     public func forEachPiece(in bytes: UnsafeBufferPointer<UInt8>, _ body: (Range<Int>) -> Void) {
-        var scanner = Scanner(bytes: bytes)
+        let scanner = Scanner(bytes: bytes)
         var start = 0
         while start < bytes.count {
-            let end: Int
-            switch self {
-            case .gpt2: end = scanner.gpt2Piece(at: start)
-            case .cl100k: end = scanner.cl100kPiece(at: start)
-            case .o200k: end = scanner.o200kPiece(at: start)
-            }
+            let end = scanner.piece(at: start, pattern: self)
             body(start..<end)
             start = end
         }
@@ -90,6 +85,16 @@ struct Scanner {
     init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
         count = bytes.count
+    }
+
+    /// The end of the piece that starts at `i`.
+    @inline(__always)
+    func piece(at i: Int, pattern: PreTokenizer) -> Int {
+        switch pattern {
+        case .gpt2: return gpt2Piece(at: i)
+        case .cl100k: return cl100kPiece(at: i)
+        case .o200k: return o200kPiece(at: i)
+        }
     }
 
     // MARK: scalars and classes

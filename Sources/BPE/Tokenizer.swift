@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A byte-level BPE tokenizer: GPT-2's, tiktoken's (`r50k`, `cl100k_base`, `o200k_base`) and
 /// those trained here.
 ///
@@ -25,6 +27,9 @@ public final class Tokenizer: Sendable {
     public let mergeSource: MergeSource
 
     public enum MergeSource: Sendable { case ranks, mergeList }
+
+    /// Sessions not lent out at the moment (see `withSession`).
+    private let idleSessions = Mutex<[EncodingSession]>([])
 
     /// The number of ids, special tokens included (one past the largest id).
     public var vocabularySize: Int { max(tokenBytes.count, (specialById.keys.max() ?? -1) + 1) }
@@ -97,11 +102,17 @@ public final class Tokenizer: Sendable {
 
     /// The ids of `text` with special tokens treated as plain text (tiktoken's `encode_ordinary`).
     public func encodeOrdinary(_ text: String) -> [Int] {
-        var session = EncodingSession(tokenizer: self)
         var ids: [Int] = []
         ids.reserveCapacity(text.utf8.count / 3)
-        session.encodeOrdinary(text, into: &ids)
+        withSession { $0.encodeOrdinary(text, into: &ids) }
         return ids
+    }
+
+    /// Lends `body` an idle session from the pool (making one when none is idle).
+    public func withSession<Result>(_ body: (EncodingSession) throws -> Result) rethrows -> Result {
+        let session = idleSessions.withLock { $0.popLast() } ?? EncodingSession(tokenizer: self)
+        defer { idleSessions.withLock { $0.append(session) } }
+        return try body(session)
     }
 
     /// Which special tokens `encode` recognises.
@@ -122,10 +133,9 @@ public final class Tokenizer: Sendable {
         }
         if allowed.isEmpty { return encodeOrdinary(text) }
         let candidates = allowed.sorted { $0.bytes.count > $1.bytes.count }
-        var session = EncodingSession(tokenizer: self)
         var ids: [Int] = []
         var text = text
-        text.withUTF8 { bytes in
+        withSession { session in text.withUTF8 { bytes in
             var segmentStart = 0, i = 0
             while i < bytes.count {
                 if let match = candidates.first(where: { startsWith(bytes, at: i, $0.bytes) }) {
@@ -138,7 +148,7 @@ public final class Tokenizer: Sendable {
                 }
             }
             session.encodeOrdinary(UnsafeBufferPointer(rebasing: bytes[segmentStart...]), into: &ids)
-        }
+        } }
         return ids
     }
 
