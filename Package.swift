@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Imports only go down: gpt -> Server -> Generation -> Transformer -> Kernels;
-// Training and Evaluation -> Transformer; BPE imports nothing of ours (DESIGN.md).
+// Training and Evaluation -> Transformer; Transformer also reads tokenizers (BPE), which
+// imports nothing of ours (DESIGN.md).
 let package = Package(
     name: "SwiftGPT",
     platforms: [.macOS(.v15)],
@@ -23,7 +24,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "BPE"),
-        .target(name: "Transformer", dependencies: ["Kernels"]),
+        .target(name: "Transformer", dependencies: ["Kernels", "BPE"]),
         .target(name: "Training", dependencies: ["Transformer", "Kernels"]),
         .target(name: "Generation", dependencies: ["Transformer", "Kernels"]),
         .target(name: "Evaluation", dependencies: ["Transformer", "Kernels"]),
@@ -45,8 +46,8 @@ let package = Package(
         ]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "BPETests", dependencies: ["BPE"], exclude: ["Fixtures"]),
-        .testTarget(name: "TransformerTests", dependencies: ["Transformer"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "TransformerTests", dependencies: ["Transformer", "Kernels"], exclude: ["Fixtures"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Transformer", "Kernels"]),
         .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
         .testTarget(name: "ServerTests", dependencies: ["Server"]),

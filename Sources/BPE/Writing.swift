@@ -83,8 +83,8 @@ extension Tokenizer {
     }
 }
 
-/// A JSON string literal.
-func jsonString(_ text: String) -> String {
+/// A JSON string literal, escaped as JSON requires.
+public func jsonString(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

@@ -154,3 +154,8 @@ private final class PoolState: @unchecked Sendable {
         }
     }
 }
+
+extension ThreadPool {
+    /// A pool of one: runs everything on the caller. For kernels called inside a parallel loop.
+    public static let serial = ThreadPool(threadCount: 1)
+}

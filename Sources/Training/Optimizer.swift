@@ -1,0 +1,55 @@
+import Kernels
+import Transformer
+
+/// AdamW over a model's parameters with nanoGPT's two groups: matrices take weight decay,
+/// biases and norm gains do not. Moments live in two buffers the size of the parameters.
+public final class AdamWOptimizer: @unchecked Sendable {
+    public var settings: AdamWSettings
+    public let firstMoment: UnsafeMutableBufferPointer<Float>
+    public let secondMoment: UnsafeMutableBufferPointer<Float>
+    /// Updates taken so far (the bias correction uses step + 1 for the next one).
+    public var step = 0
+
+    public init(parameterCount: Int, settings: AdamWSettings) {
+        self.settings = settings
+        firstMoment = .allocate(capacity: parameterCount)
+        firstMoment.initialize(repeating: 0)
+        secondMoment = .allocate(capacity: parameterCount)
+        secondMoment.initialize(repeating: 0)
+    }
+
+    deinit {
+        firstMoment.deallocate()
+        secondMoment.deallocate()
+    }
+
+    /// One update of every parameter of `model` from its gradients, at `learningRate`.
+    public func update(_ model: GPT, learningRate: Float) {
+        step += 1
+        for entry in model.layout.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            var groupSettings = settings
+            groupSettings.learningRate = learningRate
+            if !entry.decays { groupSettings.weightDecay = 0 }
+            adamWUpdate(parameters: UnsafeMutableBufferPointer(rebasing: model.parameters[range]),
+                        gradients: UnsafeBufferPointer(rebasing: model.gradients[range]),
+                        firstMoment: UnsafeMutableBufferPointer(rebasing: firstMoment[range]),
+                        secondMoment: UnsafeMutableBufferPointer(rebasing: secondMoment[range]),
+                        count: entry.count, step: step, settings: groupSettings, pool: model.pool)
+        }
+    }
+}
+
+/// Scales the gradients so their global L2 norm is at most `maxNorm`; returns the norm before
+/// clipping (computed in Double, in a fixed order).
+@discardableResult
+public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
+    var sum: Double = 0
+    for g in gradients { sum += Double(g) * Double(g) }
+    let norm = Float(sum.squareRoot())
+    if maxNorm > 0 && norm > maxNorm {
+        let scale = maxNorm / (norm + 1e-6)
+        for i in gradients.indices { gradients[i] *= scale }
+    }
+    return norm
+}
