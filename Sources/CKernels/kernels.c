@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #endif
 
+#include <math.h>
 #include <time.h>
 
 int sg_best_isa(void) {
@@ -302,4 +303,217 @@ double sg_fma_peak_gflops(int isa, long iterations) {
     for (int i = 0; i < 16; i++) sink[i] = acc[i];
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     return (double)iterations * 96 * 2 / seconds / 1e9 + 0.0 * sink[0];
+}
+
+// ---------------------------------------------------------------------------------------------
+// exp, softmax and GELU. exp(x) = 2^n · e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split
+// in two for exactness) and e^r from its Taylor polynomial to degree 6 on |r| <= ln2/2.
+
+#define SG_EXP_HI 88.7f
+#define SG_EXP_LO -87.3f
+#define SG_GELU_K 0.7978845608028654f  /* sqrt(2/pi) */
+#define SG_GELU_C 0.044715f
+
+static float gelu_scalar(float x) {
+    return 0.5f * x * (1.0f + tanhf(SG_GELU_K * (x + SG_GELU_C * x * x * x)));
+}
+
+static float gelu_grad_scalar(float x) {
+    float t = tanhf(SG_GELU_K * (x + SG_GELU_C * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SG_GELU_K * (1.0f + 3.0f * SG_GELU_C * x * x);
+}
+
+#if SG_X86
+SG_AVX2 static inline __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(SG_EXP_LO)), _mm256_set1_ps(SG_EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+SG_AVX512 static inline __m512 exp_avx512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(SG_EXP_LO)), _mm512_set1_ps(SG_EXP_HI));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+SG_AVX512 static void exp_avx512_loop(long n, const float *x, float *y) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp_avx512(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, exp_avx512(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+SG_AVX2 static void exp_avx2_loop(long n, const float *x, float *y) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp_avx2(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] = expf(x[i]);
+}
+
+SG_AVX512 static float softmax_avx512(long n, float *x) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    float maxv = _mm512_reduce_max_ps(vmax);
+    for (; i < n; i++) maxv = x[i] > maxv ? x[i] : maxv;
+    __m512 vm = _mm512_set1_ps(maxv), vsum = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+        _mm512_storeu_ps(x + i, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
+        e = _mm512_maskz_mov_ps(m, e);
+        _mm512_mask_storeu_ps(x + i, m, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    float sum = _mm512_reduce_add_ps(vsum);
+    __m512 scale = _mm512_set1_ps(1.0f / sum);
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), scale));
+    for (; i < n; i++) x[i] *= 1.0f / sum;
+    return maxv + logf(sum);
+}
+
+SG_AVX2 static float softmax_avx2(long n, float *x) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    float maxv = lanes[0];
+    for (int l = 1; l < 8; l++) maxv = lanes[l] > maxv ? lanes[l] : maxv;
+    for (; i < n; i++) maxv = x[i] > maxv ? x[i] : maxv;
+    __m256 vm = _mm256_set1_ps(maxv), vsum = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        _mm256_storeu_ps(x + i, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum_avx(vsum);
+    for (; i < n; i++) { x[i] = expf(x[i] - maxv); sum += x[i]; }
+    __m256 scale = _mm256_set1_ps(1.0f / sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), scale));
+    for (; i < n; i++) x[i] *= 1.0f / sum;
+    return maxv + logf(sum);
+}
+
+// tanh(u) = 1 - 2 / (exp(2u) + 1)
+SG_AVX512 static void gelu_forward_avx512(long n, const float *x, float *y) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 u = _mm512_mul_ps(_mm512_set1_ps(SG_GELU_K), _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(SG_GELU_C), v), _mm512_mul_ps(v, v), v));
+        __m512 t = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(exp_avx512(_mm512_add_ps(u, u)), _mm512_set1_ps(1.0f))));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), t)));
+    }
+    for (; i < n; i++) y[i] = gelu_scalar(x[i]);
+}
+
+SG_AVX512 static void gelu_backward_avx512(long n, const float *x, const float *dy, float *dx) {
+    long i = 0;
+    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 v2 = _mm512_mul_ps(v, v);
+        __m512 u = _mm512_mul_ps(_mm512_set1_ps(SG_GELU_K), _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(SG_GELU_C), v), v2, v));
+        __m512 t = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(exp_avx512(_mm512_add_ps(u, u)), one)));
+        __m512 du = _mm512_mul_ps(_mm512_set1_ps(SG_GELU_K), _mm512_fmadd_ps(_mm512_set1_ps(3.0f * SG_GELU_C), v2, one));
+        __m512 grad = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_fnmadd_ps(t, t, one)), du,
+                                      _mm512_mul_ps(half, _mm512_add_ps(one, t)));
+        _mm512_storeu_ps(dx + i, _mm512_fmadd_ps(grad, _mm512_loadu_ps(dy + i), _mm512_loadu_ps(dx + i)));
+    }
+    for (; i < n; i++) dx[i] += gelu_grad_scalar(x[i]) * dy[i];
+}
+
+SG_AVX2 static void gelu_forward_avx2(long n, const float *x, float *y) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 u = _mm256_mul_ps(_mm256_set1_ps(SG_GELU_K), _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(SG_GELU_C), v), _mm256_mul_ps(v, v), v));
+        __m256 t = _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(exp_avx2(_mm256_add_ps(u, u)), _mm256_set1_ps(1.0f))));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(_mm256_set1_ps(1.0f), t)));
+    }
+    for (; i < n; i++) y[i] = gelu_scalar(x[i]);
+}
+
+SG_AVX2 static void gelu_backward_avx2(long n, const float *x, const float *dy, float *dx) {
+    long i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 v2 = _mm256_mul_ps(v, v);
+        __m256 u = _mm256_mul_ps(_mm256_set1_ps(SG_GELU_K), _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(SG_GELU_C), v), v2, v));
+        __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(exp_avx2(_mm256_add_ps(u, u)), one)));
+        __m256 du = _mm256_mul_ps(_mm256_set1_ps(SG_GELU_K), _mm256_fmadd_ps(_mm256_set1_ps(3.0f * SG_GELU_C), v2, one));
+        __m256 grad = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_fnmadd_ps(t, t, one)), du,
+                                      _mm256_mul_ps(half, _mm256_add_ps(one, t)));
+        _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(grad, _mm256_loadu_ps(dy + i), _mm256_loadu_ps(dx + i)));
+    }
+    for (; i < n; i++) dx[i] += gelu_grad_scalar(x[i]) * dy[i];
+}
+#endif
+
+void sg_exp(int isa, long n, const float *x, float *y) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512) { exp_avx512_loop(n, x, y); return; }
+    if (isa == SG_ISA_AVX2_FMA) { exp_avx2_loop(n, x, y); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
+float sg_softmax_row(int isa, long n, float *x) {
+    if (n <= 0) return -INFINITY;
+#if SG_X86
+    if (isa == SG_ISA_AVX512) return softmax_avx512(n, x);
+    if (isa == SG_ISA_AVX2_FMA) return softmax_avx2(n, x);
+#endif
+    (void)isa;
+    float maxv = x[0];
+    for (long i = 1; i < n; i++) maxv = x[i] > maxv ? x[i] : maxv;
+    float sum = 0.0f;
+    for (long i = 0; i < n; i++) { x[i] = expf(x[i] - maxv); sum += x[i]; }
+    for (long i = 0; i < n; i++) x[i] /= sum;
+    return maxv + logf(sum);
+}
+
+void sg_gelu_forward(int isa, long n, const float *x, float *y) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512) { gelu_forward_avx512(n, x, y); return; }
+    if (isa == SG_ISA_AVX2_FMA) { gelu_forward_avx2(n, x, y); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++) y[i] = gelu_scalar(x[i]);
+}
+
+void sg_gelu_backward(int isa, long n, const float *x, const float *dy, float *dx) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512) { gelu_backward_avx512(n, x, dy, dx); return; }
+    if (isa == SG_ISA_AVX2_FMA) { gelu_backward_avx2(n, x, dy, dx); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++) dx[i] += gelu_grad_scalar(x[i]) * dy[i];
 }

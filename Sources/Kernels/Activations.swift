@@ -1,29 +1,21 @@
+import CKernels
 import Foundation
 
 // Elementwise activations. Forward writes `out`; backward *accumulates* dinp += f'(inp) * dout.
 
-private let geluScale = Float((2.0 / Double.pi).squareRoot())
-
 /// GELU, tanh form (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).
+/// Vectorised in CKernels (tanh through a polynomial exp).
 public func geluForward(out: UnsafeMutableBufferPointer<Float>, inp: UnsafeBufferPointer<Float>,
                         count: Int) {
     precondition(out.count >= count && inp.count >= count, "geluForward: buffer too small")
-    for i in 0..<count {
-        let x = inp[i]
-        out[i] = 0.5 * x * (1 + tanh(geluScale * (x + 0.044715 * x * x * x)))
-    }
+    sg_gelu_forward(InstructionSet.best.rawValue, count, inp.baseAddress!, out.baseAddress!)
 }
 
 public func geluBackward(dinp: UnsafeMutableBufferPointer<Float>, inp: UnsafeBufferPointer<Float>,
                          dout: UnsafeBufferPointer<Float>, count: Int) {
     precondition(dinp.count >= count && inp.count >= count && dout.count >= count,
                  "geluBackward: buffer too small")
-    for i in 0..<count {
-        let x = inp[i]
-        let t = tanh(geluScale * (x + 0.044715 * x * x * x))
-        let dt = (1 - t * t) * geluScale * (1 + 3 * 0.044715 * x * x)
-        dinp[i] += (0.5 * (1 + t) + 0.5 * x * dt) * dout[i]
-    }
+    sg_gelu_backward(InstructionSet.best.rawValue, count, inp.baseAddress!, dout.baseAddress!, dinp.baseAddress!)
 }
 
 /// ReLU: max(0, x); its gradient at 0 is taken as 0, as PyTorch does.

@@ -146,9 +146,10 @@ public final class GPT: @unchecked Sendable {
         gemm(.none, .transposed, m: BT, n: V, k: C, a: UnsafeBufferPointer(a.lnf), lda: C,
              b: UnsafeBufferPointer(outputMatrix), ldb: C, c: a.logits, ldc: V, pool: pool)
         guard let targets else { return nil }
+        // The probabilities go where backward turns them into dlogits in place.
         return targets.withUnsafeBufferPointer { t in
-            crossEntropyForward(losses: a.losses, logits: UnsafeBufferPointer(a.logits), targets: t,
-                                rows: BT, vocab: V, ignoreIndex: -1)
+            crossEntropyForward(losses: a.losses, probabilities: a.dLogits, logits: UnsafeBufferPointer(a.logits),
+                                targets: t, rows: BT, vocab: V, ignoreIndex: -1, pool: pool)
         }
     }
 
@@ -259,8 +260,8 @@ public final class GPT: @unchecked Sendable {
         let H = config.hiddenSize, BT = B * T
         let counted = targets.reduce(0) { $0 + ($1 == -1 ? 0 : 1) }
         targets.withUnsafeBufferPointer { t in
-            crossEntropyBackward(dlogits: a.dLogits, logits: UnsafeBufferPointer(a.logits), targets: t,
-                                 rows: BT, vocab: V, scale: counted > 0 ? 1 / Float(counted) : 0, ignoreIndex: -1)
+            crossEntropyBackward(dlogits: a.dLogits, probabilities: UnsafeBufferPointer(a.dLogits), targets: t,
+                                 rows: BT, vocab: V, scale: counted > 0 ? 1 / Float(counted) : 0, ignoreIndex: -1, pool: pool)
         }
         // dlnf (BT, C) = dlogits (BT, V) · W (V, C);  dW (V, C) += dlogitsᵀ · lnf
         gemm(.none, .none, m: BT, n: C, k: V, a: UnsafeBufferPointer(a.dLogits), lda: V,

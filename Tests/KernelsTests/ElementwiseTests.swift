@@ -134,18 +134,20 @@ final class ElementwiseTests: XCTestCase {
             return total / counted
         }
         let losses = Buffer(count: rows, value: 9), logitsBuffer = Buffer(logits)
+        let probabilities = Buffer(count: rows * vocab)
         let mean = targets.withUnsafeBufferPointer { t in
-            crossEntropyForward(losses: losses.pointer, logits: logitsBuffer.constant, targets: t,
-                                rows: rows, vocab: vocab)
+            crossEntropyForward(losses: losses.pointer, probabilities: probabilities.pointer,
+                                logits: logitsBuffer.constant, targets: t, rows: rows, vocab: vocab)
         }
         let logits64 = logits.map(Double.init)
         XCTAssertEqual(Double(mean), loss64(logits64), accuracy: 1e-5)
         XCTAssertEqual(losses.array[1], 0)
-        let dlogits = Buffer(count: rows * vocab, value: 9)
+        // In place, as the model does it: the probabilities become the gradient.
         targets.withUnsafeBufferPointer { t in
-            crossEntropyBackward(dlogits: dlogits.pointer, logits: logitsBuffer.constant, targets: t,
+            crossEntropyBackward(dlogits: probabilities.pointer, probabilities: probabilities.constant, targets: t,
                                  rows: rows, vocab: vocab, scale: 1.0 / 3)
         }
+        let dlogits = probabilities
         withExtendedLifetime(logitsBuffer) {}
         XCTAssertLessThan(maxAbsDifference(dlogits.array, numericalGradient(logits64, loss64)), 1e-6)
     }

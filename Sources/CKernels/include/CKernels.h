@@ -48,6 +48,20 @@ void sg_matvec(int isa, long rows, long k, const float *a, long lda, const float
 /// sum_i x[i] * y[i], accumulated in float with several partial sums.
 float sg_dot(int isa, long n, const float *x, const float *y);
 
+/// y[i] = exp(x[i]) (y may be x). The SIMD forms use a degree-6 polynomial after range
+/// reduction: relative error about 2e-7, inputs clamped to [-87.3, 88.7].
+void sg_exp(int isa, long n, const float *x, float *y);
+
+/// Softmax of a row in place (stable: the maximum is subtracted); returns ln Σ exp(x), the
+/// row's log-sum-exp, taken before the row is overwritten.
+float sg_softmax_row(int isa, long n, float *x);
+
+/// GELU, tanh form: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).
+void sg_gelu_forward(int isa, long n, const float *x, float *y);
+
+/// dx[i] += gelu'(x[i]) * dy[i].
+void sg_gelu_backward(int isa, long n, const float *x, const float *dy, float *dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,12 +5,12 @@ import SwiftGPT
 
 /// `gpt`: the SwiftGPT command line. Each job is a subcommand; `gpt help SUBCOMMAND` says more.
 @main
-struct GPT: AsyncParsableCommand {
+struct RootCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gpt",
         abstract: "Build, tune, evaluate and serve GPT-style language models.",
         version: swiftGPTVersion,
-        subcommands: [SystemCommand.self, TokenizerCommand.self])
+        subcommands: [SystemCommand.self, TokenizerCommand.self, PrepareCommand.self, TrainCommand.self])
 
     static func main() async { await runReportingErrors() }
 }
