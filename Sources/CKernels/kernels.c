@@ -309,7 +309,7 @@ double sg_fma_peak_gflops(int isa, long iterations) {
 // exp, softmax and GELU. exp(x) = 2^n · e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 split
 // in two for exactness) and e^r from its Taylor polynomial to degree 6 on |r| <= ln2/2.
 
-#define SG_EXP_HI 88.7f
+#define SG_EXP_HI 88.0f
 #define SG_EXP_LO -87.3f
 #define SG_GELU_K 0.7978845608028654f  /* sqrt(2/pi) */
 #define SG_GELU_C 0.044715f
@@ -368,7 +368,7 @@ SG_AVX512 static void exp_avx512_loop(long n, const float *x, float *y) {
 SG_AVX2 static void exp_avx2_loop(long n, const float *x, float *y) {
     long i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp_avx2(_mm256_loadu_ps(x + i)));
-    for (; i < n; i++) y[i] = expf(x[i]);
+    for (; i < n; i++) y[i] = expf(x[i] < SG_EXP_LO ? SG_EXP_LO : x[i] > SG_EXP_HI ? SG_EXP_HI : x[i]);
 }
 
 SG_AVX512 static float softmax_avx512(long n, float *x) {
@@ -482,7 +482,7 @@ void sg_exp(int isa, long n, const float *x, float *y) {
     if (isa == SG_ISA_AVX2_FMA) { exp_avx2_loop(n, x, y); return; }
 #endif
     (void)isa;
-    for (long i = 0; i < n; i++) y[i] = expf(x[i]);
+    for (long i = 0; i < n; i++) y[i] = expf(x[i] < SG_EXP_LO ? SG_EXP_LO : x[i] > SG_EXP_HI ? SG_EXP_HI : x[i]);
 }
 
 float sg_softmax_row(int isa, long n, float *x) {

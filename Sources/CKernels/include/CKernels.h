@@ -49,7 +49,8 @@ void sg_matvec(int isa, long rows, long k, const float *a, long lda, const float
 float sg_dot(int isa, long n, const float *x, const float *y);
 
 /// y[i] = exp(x[i]) (y may be x). The SIMD forms use a degree-6 polynomial after range
-/// reduction: relative error about 2e-7, inputs clamped to [-87.3, 88.7].
+/// reduction: relative error about 2e-7. Inputs are clamped to [-87.3, 88] in every form, so
+/// results stay finite and normal (e^88 = 1.65e38).
 void sg_exp(int isa, long n, const float *x, float *y);
 
 /// Softmax of a row in place (stable: the maximum is subtracted); returns ln Σ exp(x), the
