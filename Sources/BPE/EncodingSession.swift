@@ -48,12 +48,9 @@ public final class EncodingSession: @unchecked Sendable {
             ids.append(contentsOf: UnsafeBufferPointer(start: buffer, count: written))
             written = 0
         }
-        let scanner = Scanner(bytes: bytes)
-        var pieceStart = 0
-        while pieceStart < bytes.count {
-            let pieceEnd = scanner.piece(at: pieceStart, pattern: pattern)
-            let piece = base + pieceStart, count = pieceEnd - pieceStart
-            pieceStart = pieceEnd
+        var pieces = Pieces(bytes: bytes, pattern: pattern)
+        while let range = pieces.next() {
+            let piece = base + range.lowerBound, count = range.count
             if written + count > bufferCapacity {
                 flush()
                 if count > bufferCapacity { growBuffer(to: count) }
@@ -88,10 +85,10 @@ public final class EncodingSession: @unchecked Sendable {
     /// BPE on one piece; the result is left in `parts`.
     private func mergePiece(_ piece: UnsafeBufferPointer<UInt8>) {
         let byteTokens = tokenizer.byteTokens, merges = tokenizer.merges
-        let n = piece.count
         parts.removeAll(keepingCapacity: true)
-        for byte in piece { parts.append(byteTokens[Int(byte)]) }
-        if n == 1 { return }
+        for byte in piece where byteTokens[Int(byte)] >= 0 { parts.append(byteTokens[Int(byte)]) }
+        let n = parts.count
+        if n <= 1 { return }
         ranks.removeAll(keepingCapacity: true)
         ranks.append(contentsOf: repeatElement(.max, count: n))
         var live = n

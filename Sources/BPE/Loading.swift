@@ -187,6 +187,11 @@ extension Tokenizer {
             throw TokenizerError("\(source): a ByteLevel pre-tokenizer without its regex is not supported")
         case "Sequence":
             let steps = object["pretokenizers"] as? [[String: Any]] ?? []
+            let digits = steps.first { $0["type"] as? String == "Digits" }
+            if digits?["individual_digits"] as? Bool == true,
+               steps.contains(where: { $0["type"] as? String == "ByteLevel" && ($0["use_regex"] as? Bool ?? true) }) {
+                return .smollm
+            }
             let split = steps.first { $0["type"] as? String == "Split" }
             let regex = (split?["pattern"] as? [String: Any])?["Regex"] as? String
             guard steps.contains(where: { $0["type"] as? String == "ByteLevel" }) else {
@@ -202,8 +207,9 @@ extension Tokenizer {
         }
     }
 
-    /// A tokenizer from token texts in GPT-2's byte alphabet and merges of such texts.
-    static func build(vocabulary: [String: Int], merges: [(String, String)],
+    /// A tokenizer from token texts in GPT-2's byte alphabet and merges of such texts (the form
+    /// vocab.json, tokenizer.json and GGUF metadata share). `source` names the origin in errors.
+    public static func build(vocabulary: [String: Int], merges: [(String, String)],
                       specialTokens: [String: Int], pattern: PreTokenizer, source: String) throws -> Tokenizer {
         let maxId = vocabulary.values.max() ?? -1
         guard maxId < 10_000_000 else { throw TokenizerError("\(source): id \(maxId) is implausibly large") }

@@ -17,6 +17,9 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     case gpt2
     case cl100k
     case o200k
+    /// SmolLM's: every digit (\p{N}) is a piece of its own, and the text between digits is split
+    /// with GPT-2's pattern (Hugging Face: Digits(individual_digits) then ByteLevel).
+    case smollm
 
     /// The regular expression this scanner implements (as tiktoken and Hugging Face write it).
     public var pattern: String {
@@ -25,6 +28,8 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
             return #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
         case .cl100k:
             return #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"#
+        case .smollm:
+            return #"\p{N}"# + " then " + PreTokenizer.gpt2.pattern
         case .o200k:
             return [
                 #"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"#,
@@ -45,7 +50,7 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
         switch self {
         case .cl100k:
             return #"'(?i:[sdmt]|ll|ve|re)|(?>[^\r\n\p{L}\p{N}]?)(?>\p{L}+)|(?>\p{N}{1,3})| ?(?>[^\s\p{L}\p{N}]+)(?>[\r\n]*)|(?>\s+)$|\s*[\r\n]|\s+(?!\S)|\s"#
-        case .gpt2, .o200k:
+        case .gpt2, .o200k, .smollm:
             return pattern
         }
     }
@@ -66,13 +71,48 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     /// ranges cover the input without gaps.
     @inline(__always)
     public func forEachPiece(in bytes: UnsafeBufferPointer<UInt8>, _ body: (Range<Int>) -> Void) {
-        let scanner = Scanner(bytes: bytes)
-        var start = 0
-        while start < bytes.count {
-            let end = scanner.piece(at: start, pattern: self)
-            body(start..<end)
-            start = end
+        var pieces = Pieces(bytes: bytes, pattern: self)
+        while let range = pieces.next() { body(range) }
+    }
+}
+
+/// The pieces of one UTF-8 buffer, in order.
+struct Pieces {
+    let pattern: PreTokenizer
+    var scanner: Scanner
+    let base: UnsafeBufferPointer<UInt8>
+    var start = 0
+    /// smollm: where the current digit-free segment ends (the scanner stops there).
+    var segmentEnd = 0
+
+    init(bytes: UnsafeBufferPointer<UInt8>, pattern: PreTokenizer) {
+        self.pattern = pattern
+        base = bytes
+        scanner = Scanner(bytes: bytes)
+    }
+
+    @inline(__always)
+    mutating func next() -> Range<Int>? {
+        guard start < base.count else { return nil }
+        let end: Int
+        if pattern == .smollm {
+            end = nextSmolLMPiece()
+        } else {
+            end = scanner.piece(at: start, pattern: pattern)
         }
+        defer { start = end }
+        return start..<end
+    }
+
+    private mutating func nextSmolLMPiece() -> Int {
+        let full = Scanner(bytes: base)
+        let (c, length) = full.classes(at: start)
+        if c.contains(.number) { return start + length }
+        if start >= segmentEnd {
+            segmentEnd = full.run(from: start, none: .number)
+            scanner = Scanner(bytes: UnsafeBufferPointer(rebasing: base[0..<segmentEnd]))
+        }
+        return scanner.gpt2Piece(at: start)
     }
 }
 
@@ -94,6 +134,7 @@ struct Scanner {
         case .gpt2: return gpt2Piece(at: i)
         case .cl100k: return cl100kPiece(at: i)
         case .o200k: return o200kPiece(at: i)
+        case .smollm: preconditionFailure("smollm pieces depend on segments: use Pieces")
         }
     }
 

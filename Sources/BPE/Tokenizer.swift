@@ -63,8 +63,11 @@ public final class Tokenizer: Sendable {
                 }
             }
         }
-        if let missing = byteTokens.firstIndex(of: -1) {
-            throw TokenizerError("the vocabulary has no token for the byte 0x\(String(missing, radix: 16, uppercase: true)); byte-level BPE needs all 256")
+        // Some vocabularies (SmolLM2's) lack tokens for bytes that valid text rarely or never has
+        // (controls, 0xC0, 0xF5-0xFF). Such bytes encode to nothing, as Hugging Face's BPE drops
+        // characters it has no token for; a vocabulary missing a printable ASCII byte is refused.
+        if let missing = (0x20..<0x7F).first(where: { byteTokens[$0] < 0 }) {
+            throw TokenizerError("the vocabulary has no token for the byte 0x\(String(missing, radix: 16, uppercase: true)); byte-level BPE needs every byte")
         }
         let table = PairTable(expectedCount: merges?.count ?? tokenBytes.count * 4)
         if let merges {

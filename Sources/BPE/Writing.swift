@@ -26,7 +26,7 @@ extension Tokenizer {
 
     /// BPE of `bytes` using only merges of rank below `limit`.
     func mergeParts(of bytes: UnsafeBufferPointer<UInt8>, belowRank limit: Int32) -> [Int32] {
-        var parts = bytes.map { byteTokens[Int($0)] }
+        var parts = bytes.map { byteTokens[Int($0)] }.filter { $0 >= 0 }
         while parts.count > 1 {
             var best = -1, bestValue = UInt64.max
             for i in 0..<(parts.count - 1) {
@@ -63,6 +63,9 @@ extension Tokenizer {
         let preTokenizerJSON: String
         if preTokenizer == .gpt2 {
             preTokenizerJSON = String(format: byteLevel, "true")
+        } else if preTokenizer == .smollm {
+            preTokenizerJSON = #"{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},"#
+                + String(format: byteLevel, "true") + "]}"
         } else {
             preTokenizerJSON = #"{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":\#(jsonString(preTokenizer.huggingFacePattern))},"behavior":"Isolated","invert":false},"#
                 + String(format: byteLevel, "false") + "]}"

@@ -7,6 +7,8 @@
 #endif
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int sg_best_isa(void) {
@@ -14,7 +16,8 @@ int sg_best_isa(void) {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) cached = SG_ISA_AVX512;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("f16c"))
+            cached = SG_ISA_AVX512;
         else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) cached = SG_ISA_AVX2_FMA;
         else cached = SG_ISA_PORTABLE;
     }
@@ -516,4 +519,176 @@ void sg_gelu_backward(int isa, long n, const float *x, const float *dy, float *d
 #endif
     (void)isa;
     for (long i = 0; i < n; i++) dx[i] += gelu_grad_scalar(x[i]) * dy[i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantised GGML blocks.
+
+float sg_half_to_float(unsigned short h) {
+    unsigned int sign = (unsigned int)(h >> 15) << 31, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    unsigned int bits;
+    if (exponent == 0) {
+        if (mantissa == 0) {
+            bits = sign;
+        } else {  // subnormal: normalise
+            exponent = 127 - 15 + 1;
+            while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
+            bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+        }
+    } else if (exponent == 31) {
+        bits = sign | 0x7F800000u | (mantissa << 13);
+    } else {
+        bits = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline unsigned short load_u16(const unsigned char *p) { return (unsigned short)(p[0] | (p[1] << 8)); }
+
+static void dequantize_portable(int type, const unsigned char *src, long n, float *dst) {
+    switch (type) {
+    case SG_TYPE_F32: memcpy(dst, src, (size_t)n * 4); return;
+    case SG_TYPE_F16: for (long i = 0; i < n; i++) dst[i] = sg_half_to_float(load_u16(src + 2 * i)); return;
+    case SG_TYPE_BF16:
+        for (long i = 0; i < n; i++) { unsigned int b = (unsigned int)load_u16(src + 2 * i) << 16; memcpy(dst + i, &b, 4); }
+        return;
+    case SG_TYPE_Q8_0:
+        for (long b = 0; b < n / 32; b++, src += 34) {
+            float d = sg_half_to_float(load_u16(src));
+            for (int j = 0; j < 32; j++) dst[32 * b + j] = d * (float)(signed char)src[2 + j];
+        }
+        return;
+    case SG_TYPE_Q4_0:
+        for (long b = 0; b < n / 32; b++, src += 18) {
+            float d = sg_half_to_float(load_u16(src));
+            for (int j = 0; j < 16; j++) {
+                dst[32 * b + j] = d * (float)((src[2 + j] & 15) - 8);
+                dst[32 * b + j + 16] = d * (float)((src[2 + j] >> 4) - 8);
+            }
+        }
+        return;
+    case SG_TYPE_Q4_1:
+        for (long b = 0; b < n / 32; b++, src += 20) {
+            float d = sg_half_to_float(load_u16(src)), m = sg_half_to_float(load_u16(src + 2));
+            for (int j = 0; j < 16; j++) {
+                dst[32 * b + j] = d * (float)(src[4 + j] & 15) + m;
+                dst[32 * b + j + 16] = d * (float)(src[4 + j] >> 4) + m;
+            }
+        }
+        return;
+    }
+}
+
+static long type_block_bytes(int type) {
+    switch (type) { case SG_TYPE_Q8_0: return 34; case SG_TYPE_Q4_0: return 18; case SG_TYPE_Q4_1: return 20; default: return 0; }
+}
+
+#if SG_X86
+#define SG_AVX512Q __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
+
+// One block's 32 weights times x[0..31], returned as 16 partial sums (scales applied).
+SG_AVX512Q static inline __m512 block_dot_avx512(int type, const unsigned char *blk, const float *x, __m512 acc, float *scalar) {
+    if (type == SG_TYPE_Q8_0) {
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk)));
+        __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+        __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+        __m512 t = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
+        return _mm512_fmadd_ps(d, t, acc);
+    }
+    const unsigned char *qs = blk + (type == SG_TYPE_Q4_1 ? 4 : 2);
+    __m128i packed = _mm_loadu_si128((const __m128i *)qs);
+    __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
+    __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
+    __m512 ql = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low));
+    __m512 qh = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high));
+    __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+    __m512 t = _mm512_fmadd_ps(qh, x1, _mm512_mul_ps(ql, x0));
+    float d = _cvtsh_ss(load_u16(blk));
+    float xsum = _mm512_reduce_add_ps(_mm512_add_ps(x0, x1));
+    *scalar += (type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : -8.0f * d) * xsum;
+    return _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
+}
+
+// Per-block sums of x are the same for every row: computed once per call.
+SG_AVX512Q static void qmatvec_avx512(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
+    long blocks = k / 32, bb = type_block_bytes(type);
+    float sums_stack[512];
+    float *sums = blocks <= 512 ? sums_stack : (float *)malloc((size_t)blocks * sizeof(float));
+    for (long b = 0; b < blocks; b++)
+        sums[b] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(x + 32 * b), _mm512_loadu_ps(x + 32 * b + 16)));
+    for (long r = 0; r < rows; r++) {
+        const unsigned char *row = w + r * row_bytes;
+        __m512 acc = _mm512_setzero_ps();
+        float scalar = 0.0f;
+        if (type == SG_TYPE_Q8_0) {
+            for (long b = 0; b < blocks; b++) acc = block_dot_avx512(type, row + b * bb, x + 32 * b, acc, &scalar);
+        } else {
+            const long off = type == SG_TYPE_Q4_1 ? 4 : 2;
+            for (long b = 0; b < blocks; b++) {
+                const unsigned char *blk = row + b * bb;
+                __m128i packed = _mm_loadu_si128((const __m128i *)(blk + off));
+                __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
+                __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
+                __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), _mm512_loadu_ps(x + 32 * b + 16),
+                                           _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), _mm512_loadu_ps(x + 32 * b)));
+                float d = _cvtsh_ss(load_u16(blk));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
+                scalar += (type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : -8.0f * d) * sums[b];
+            }
+        }
+        y[r] = _mm512_reduce_add_ps(acc) + scalar;
+    }
+    if (sums != sums_stack) free(sums);
+}
+
+SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, long n, float *dst) {
+    long blocks = n / 32;
+    if (type == SG_TYPE_Q8_0) {
+        for (long b = 0; b < blocks; b++, src += 34) {
+            __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(src)));
+            _mm512_storeu_ps(dst + 32 * b, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 2))))));
+            _mm512_storeu_ps(dst + 32 * b + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 18))))));
+        }
+        return;
+    }
+    long bb = type_block_bytes(type), off = type == SG_TYPE_Q4_1 ? 4 : 2;
+    for (long b = 0; b < blocks; b++, src += bb) {
+        float d = _cvtsh_ss(load_u16(src));
+        float m = type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(src + 2)) : -8.0f * d;
+        __m128i packed = _mm_loadu_si128((const __m128i *)(src + off));
+        __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
+        __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
+        __m512 vd = _mm512_set1_ps(d), vm = _mm512_set1_ps(m);
+        _mm512_storeu_ps(dst + 32 * b, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), vm));
+        _mm512_storeu_ps(dst + 32 * b + 16, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), vm));
+    }
+}
+#endif
+
+void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512 && type_block_bytes(type) > 0) { dequantize_avx512(type, (const unsigned char *)src, n, dst); return; }
+#endif
+    (void)isa;
+    dequantize_portable(type, (const unsigned char *)src, n, dst);
+}
+
+void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, long row_bytes,
+                         const float *x, float *y) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512 && type_block_bytes(type) > 0) {
+        qmatvec_avx512(type, rows, k, (const unsigned char *)w, row_bytes, x, y);
+        return;
+    }
+#endif
+    // Other ISAs: dequantise one row at a time into a stack buffer, then a dot product.
+    float row_buffer[4096];
+    float *buffer = k <= 4096 ? row_buffer : (float *)malloc((size_t)k * sizeof(float));
+    for (long r = 0; r < rows; r++) {
+        dequantize_portable(type, (const unsigned char *)w + r * row_bytes, k, buffer);
+        y[r] = sg_dot(isa, k, buffer, x);
+    }
+    if (buffer != row_buffer) free(buffer);
 }

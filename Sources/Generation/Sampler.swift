@@ -1,41 +1,158 @@
 import Foundation
 import Kernels
 
-/// Picks the next token from a row of logits.
-///
-/// Greedy takes the arg-max (the lowest id on ties). Otherwise the logits are divided by the
-/// temperature, cut to the `topK` largest when set, softmaxed, and one id is drawn with the
-/// sampler's own seeded generator, so the same seed gives the same tokens.
+/// How the next token is chosen from the logits.
+public struct SamplingOptions: Sendable, Equatable {
+    /// 0 means greedy (the arg-max).
+    public var temperature: Float = 1
+    public var topK: Int? = nil
+    /// Keep the smallest set of tokens whose probabilities sum to at least this.
+    public var topP: Float? = nil
+    /// Drop tokens less likely than this fraction of the most likely one.
+    public var minP: Float? = nil
+    /// > 1 discourages tokens already seen (CTRL's rule: positive logits divided, negative multiplied).
+    public var repetitionPenalty: Float = 1
+    /// OpenAI's penalties: logit -= frequency · count + presence · (count > 0).
+    public var frequencyPenalty: Float = 0
+    public var presencePenalty: Float = 0
+    /// Added to the logits of these ids before anything else (OpenAI's logit_bias).
+    public var logitBias: [Int: Float] = [:]
+    public var seed: UInt64 = 0
+
+    public init(temperature: Float = 1, topK: Int? = nil, topP: Float? = nil, minP: Float? = nil, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+        self.seed = seed
+    }
+
+    /// Problems with the values, naming the field; empty when valid.
+    public var problems: [String] {
+        var found: [String] = []
+        if !(temperature >= 0 && temperature.isFinite) { found.append("temperature must be >= 0, got \(temperature)") }
+        if let topK, topK < 1 { found.append("top_k must be >= 1, got \(topK)") }
+        if let topP, !(topP > 0 && topP <= 1) { found.append("top_p must be in (0, 1], got \(topP)") }
+        if let minP, !(minP >= 0 && minP <= 1) { found.append("min_p must be in [0, 1], got \(minP)") }
+        if !(repetitionPenalty > 0) { found.append("repetition_penalty must be > 0, got \(repetitionPenalty)") }
+        return found
+    }
+}
+
+/// One sampled token with its log-probability and, when asked, the most likely alternatives.
+public struct SampledToken: Sendable, Equatable {
+    public var id: Int
+    /// ln p(id) under the model's distribution after bias and penalties (temperature 1).
+    public var logprob: Float
+    public var topAlternatives: [(id: Int, logprob: Float)]
+
+    public static func == (a: SampledToken, b: SampledToken) -> Bool {
+        a.id == b.id && a.logprob == b.logprob && a.topAlternatives.map(\.id) == b.topAlternatives.map(\.id)
+    }
+}
+
+/// Picks next tokens: logit bias, penalties, then greedy or temperature sampling cut by top-k,
+/// top-p and min-p, drawing from its own seeded generator (same seed, same tokens).
 public struct Sampler: Sendable {
-    public var temperature: Float
-    public var topK: Int?
+    public var options: SamplingOptions
     private var generator: SplitMix64
+    /// How often each token has appeared (prompt and output), for the penalties.
+    private var counts: [Int: Int] = [:]
+
+    public init(options: SamplingOptions) {
+        self.options = options
+        generator = SplitMix64(seed: options.seed)
+    }
 
     /// `temperature` 0 means greedy.
     public init(temperature: Float = 1, topK: Int? = nil, seed: UInt64 = 0) {
-        self.temperature = temperature
-        self.topK = topK
-        generator = SplitMix64(seed: seed)
+        self.init(options: SamplingOptions(temperature: temperature, topK: topK, seed: seed))
+    }
+
+    /// Counts tokens for the penalties (call with the prompt, and the sampler adds its own picks).
+    public mutating func observe(_ tokens: [Int]) {
+        for token in tokens { counts[token, default: 0] += 1 }
     }
 
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int {
+        sample(logits, alternatives: 0).id
+    }
+
+    public mutating func sample(_ logits: UnsafeBufferPointer<Float>, alternatives: Int) -> SampledToken {
         precondition(!logits.isEmpty, "Sampler: empty logits")
-        if temperature <= 0 || topK == 1 { return Self.argmax(logits) }
-        var candidates = Array(logits.indices)
-        if let topK, topK > 0, topK < logits.count {
-            // Stable order: larger logit first, then lower id.
-            candidates.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
-            candidates.removeSubrange(topK...)
+        var adjusted = Array(logits)
+        for (id, bias) in options.logitBias where id >= 0 && id < adjusted.count { adjusted[id] += bias }
+        for (id, count) in counts where id < adjusted.count {
+            if options.repetitionPenalty != 1 {
+                adjusted[id] = adjusted[id] > 0 ? adjusted[id] / options.repetitionPenalty : adjusted[id] * options.repetitionPenalty
+            }
+            adjusted[id] -= options.frequencyPenalty * Float(count) + (count > 0 ? options.presencePenalty : 0)
         }
-        let maxLogit = candidates.map { logits[$0] }.max()!
-        let weights = candidates.map { exp(Double((logits[$0] - maxLogit) / temperature)) }
+        let maxLogit = adjusted.max()!
+        var logSum: Double = 0
+        for value in adjusted { logSum += exp(Double(value - maxLogit)) }
+        let logNormalizer = Float(log(logSum)) + maxLogit
+        let chosen: Int
+        if options.temperature == 0 || options.topK == 1 {
+            chosen = Self.argmax(adjusted)
+        } else {
+            chosen = draw(adjusted)
+        }
+        counts[chosen, default: 0] += 1
+        var top: [(id: Int, logprob: Float)] = []
+        if alternatives > 0 {
+            top = Self.largest(adjusted, count: alternatives).map { ($0, adjusted[$0] - logNormalizer) }
+        }
+        return SampledToken(id: chosen, logprob: adjusted[chosen] - logNormalizer, topAlternatives: top)
+    }
+
+    private mutating func draw(_ logits: [Float]) -> Int {
+        var candidates: [Int]
+        if let topK = options.topK, topK < logits.count {
+            candidates = Self.largest(logits, count: topK)
+        } else {
+            candidates = Array(logits.indices).sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+        }
+        let maxLogit = logits[candidates[0]]
+        var weights = candidates.map { exp(Double((logits[$0] - maxLogit) / options.temperature)) }
         let total = weights.reduce(0, +)
-        var threshold = Double(generator.nextUnitFloat()) * total
-        for (candidate, weight) in zip(candidates, weights) {
+        weights = weights.map { $0 / total }
+        var keep = weights.count
+        if let topP = options.topP, topP < 1 {
+            var cumulative = 0.0
+            for (i, w) in weights.enumerated() {
+                cumulative += w
+                if cumulative >= Double(topP) { keep = i + 1; break }
+            }
+        }
+        if let minP = options.minP, minP > 0 {
+            let floor = weights[0] * Double(minP)
+            keep = min(keep, max(1, weights.prefix(keep).firstIndex { $0 < floor } ?? keep))
+        }
+        let kept = weights.prefix(keep)
+        var threshold = Double(generator.nextUnitFloat()) * kept.reduce(0, +)
+        for (candidate, weight) in zip(candidates, kept) {
             threshold -= weight
             if threshold < 0 { return candidate }
         }
-        return candidates.last!
+        return candidates[keep - 1]
+    }
+
+    /// The `count` indices of the largest values, largest first (lower index on ties).
+    static func largest(_ values: [Float], count: Int) -> [Int] {
+        var heap: [Int] = []  // the kept indices, smallest value first
+        func less(_ a: Int, _ b: Int) -> Bool { values[a] != values[b] ? values[a] < values[b] : a > b }
+        for i in values.indices {
+            if heap.count < count {
+                heap.append(i)
+                if heap.count == count { heap.sort(by: less) }
+            } else if less(heap[0], i) {
+                heap[0] = i
+                var j = 0
+                while j + 1 < heap.count && less(heap[j + 1], heap[j]) { heap.swapAt(j, j + 1); j += 1 }
+            }
+        }
+        return heap.sorted { less($1, $0) }
     }
 
     /// The index of the largest value, the first one on ties.
@@ -44,4 +161,6 @@ public struct Sampler: Sendable {
         for i in values.indices where values[i] > values[best] { best = i }
         return best
     }
+
+    static func argmax(_ values: [Float]) -> Int { values.withUnsafeBufferPointer { argmax($0) } }
 }

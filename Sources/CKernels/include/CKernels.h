@@ -63,6 +63,23 @@ void sg_gelu_forward(int isa, long n, const float *x, float *y);
 /// dx[i] += gelu'(x[i]) * dy[i].
 void sg_gelu_backward(int isa, long n, const float *x, const float *dy, float *dx);
 
+/// GGML tensor types the quantised kernels take (the values are GGML's type codes).
+enum { SG_TYPE_F32 = 0, SG_TYPE_F16 = 1, SG_TYPE_Q4_0 = 2, SG_TYPE_Q4_1 = 3, SG_TYPE_Q8_0 = 8, SG_TYPE_BF16 = 30 };
+
+/// Expands `n` elements (a multiple of 32 for the block types) of a GGML tensor to floats.
+///   Q8_0: blocks of {f16 d; i8 q[32]}: x = d q
+///   Q4_0: blocks of {f16 d; u8 q[16]}: x[j] = d ((q[j] & 15) - 8), x[j+16] = d ((q[j] >> 4) - 8)
+///   Q4_1: blocks of {f16 d; f16 m; u8 q[16]}: x[j] = d (q[j] & 15) + m, x[j+16] = d (q[j] >> 4) + m
+void sg_dequantize(int isa, int type, const void *src, long n, float *dst);
+
+/// y[r] = Σ_i W[r][i] x[i] for r < rows, W a GGML tensor of `rows` rows of `k` elements
+/// (`row_bytes` apart), dequantised block by block inside the loop; x stays in fp32.
+void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, long row_bytes,
+                         const float *x, float *y);
+
+/// IEEE half to float (for scales and F16 tensors).
+float sg_half_to_float(unsigned short h);
+
 #ifdef __cplusplus
 }
 #endif

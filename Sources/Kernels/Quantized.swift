@@ -1,0 +1,55 @@
+import CKernels
+
+/// Tensor types of GGML (the subset SwiftGPT reads).
+public enum GGMLType: UInt32, Sendable, CustomStringConvertible {
+    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, bf16 = 30
+
+    /// Elements per block.
+    public var blockSize: Int { switch self { case .f32, .f16, .bf16: 1; default: 32 } }
+    /// Bytes per block.
+    public var blockBytes: Int {
+        switch self {
+        case .f32: 4
+        case .f16, .bf16: 2
+        case .q4_0: 18
+        case .q4_1: 20
+        case .q8_0: 34
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .f32: "F32"
+        case .f16: "F16"
+        case .bf16: "BF16"
+        case .q4_0: "Q4_0"
+        case .q4_1: "Q4_1"
+        case .q8_0: "Q8_0"
+        }
+    }
+
+    public static func name(of code: UInt32) -> String {
+        let names: [UInt32: String] = [6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K",
+                                       14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64"]
+        return names[code] ?? "\(code)"
+    }
+}
+
+/// Expands `count` elements of a GGML tensor at `source` to floats.
+public func dequantize(_ type: GGMLType, _ source: UnsafeRawPointer, count: Int, into destination: UnsafeMutablePointer<Float>,
+                       isa: InstructionSet = .best) {
+    sg_dequantize(isa.rawValue, Int32(type.rawValue), source, count, destination)
+}
+
+/// y (rows) = W · x for a GGML tensor W of `rows` rows of `k` elements, dequantised block by
+/// block inside the kernel (x stays fp32), parallel over blocks of rows.
+public func quantizedMatvec(_ type: GGMLType, rows: Int, k: Int, weights: UnsafeRawPointer,
+                            x: UnsafeBufferPointer<Float>, y: UnsafeMutableBufferPointer<Float>,
+                            pool: ThreadPool = .shared, isa: InstructionSet = .best) {
+    precondition(k % type.blockSize == 0 && x.count >= k && y.count >= rows, "quantizedMatvec: bad sizes")
+    let rowBytes = k / type.blockSize * type.blockBytes
+    pool.parallelRanges(rows, minimumPerThread: max(4, 32_768 / max(1, k))) { range in
+        sg_quantized_matvec(isa.rawValue, Int32(type.rawValue), range.count, k, weights + range.lowerBound * rowBytes,
+                            rowBytes, x.baseAddress!, y.baseAddress! + range.lowerBound)
+    }
+}
