@@ -38,3 +38,80 @@ final class SamplerTests: XCTestCase {
         XCTAssertNotEqual(draw(seed: 3), draw(seed: 4))
     }
 }
+
+final class SamplingOptionsTests: XCTestCase {
+    func draws(_ options: SamplingOptions, _ logits: [Float], count: Int = 2000) -> [Int: Int] {
+        var sampler = Sampler(options: options)
+        var histogram: [Int: Int] = [:]
+        logits.withUnsafeBufferPointer { l in
+            for _ in 0..<count { histogram[sampler.sample(l), default: 0] += 1 }
+        }
+        return histogram
+    }
+
+    func testTopPKeepsTheSmallestSetReachingP() {
+        // softmax([ln 5, ln 3, ln 1, ln 1]) = [0.5, 0.3, 0.1, 0.1]: top_p 0.75 keeps {0, 1}.
+        let logits: [Float] = [log(5), log(3), 0, 0]
+        XCTAssertEqual(Set(draws(SamplingOptions(temperature: 1, topP: 0.75, seed: 1), logits).keys), [0, 1])
+        XCTAssertEqual(Set(draws(SamplingOptions(temperature: 1, topP: 0.85, seed: 1), logits).keys), [0, 1, 2])
+    }
+
+    func testMinPDropsUnlikelyTokens() {
+        // p = [0.5, 0.3, 0.1, 0.1]; min_p 0.3 keeps tokens with p >= 0.15.
+        let logits: [Float] = [log(5), log(3), 0, 0]
+        XCTAssertEqual(Set(draws(SamplingOptions(temperature: 1, minP: 0.3, seed: 2), logits).keys), [0, 1])
+    }
+
+    func testPenaltiesAndBias() {
+        var options = SamplingOptions(temperature: 0)
+        options.logitBias = [2: 10]
+        var sampler = Sampler(options: options)
+        let logits: [Float] = [3, 2, 1]
+        XCTAssertEqual(logits.withUnsafeBufferPointer { sampler.sample($0) }, 2)
+
+        options = SamplingOptions(temperature: 0)
+        options.repetitionPenalty = 2  // 3 -> 1.5, below token 1's 2
+        sampler = Sampler(options: options)
+        sampler.observe([0])
+        XCTAssertEqual(logits.withUnsafeBufferPointer { sampler.sample($0) }, 1)
+
+        options = SamplingOptions(temperature: 0)
+        options.frequencyPenalty = 0.6  // token 0 seen twice: 3 - 1.2 = 1.8 < 2
+        sampler = Sampler(options: options)
+        sampler.observe([0, 0])
+        XCTAssertEqual(logits.withUnsafeBufferPointer { sampler.sample($0) }, 1)
+    }
+
+    func testLogprobsAndAlternatives() {
+        var sampler = Sampler(options: SamplingOptions(temperature: 0))
+        let logits: [Float] = [0, log(3), 0]
+        let token = logits.withUnsafeBufferPointer { sampler.sample($0, alternatives: 2) }
+        XCTAssertEqual(token.id, 1)
+        XCTAssertEqual(token.logprob, log(0.6), accuracy: 1e-6)
+        XCTAssertEqual(token.topAlternatives.map(\.id), [1, 0])
+        XCTAssertEqual(token.topAlternatives[1].logprob, log(0.2), accuracy: 1e-6)
+    }
+
+    func testProblemsNameTheField() {
+        XCTAssertTrue(SamplingOptions(temperature: -1).problems[0].contains("temperature"))
+        XCTAssertTrue(SamplingOptions(topP: 0).problems[0].contains("top_p"))
+        XCTAssertTrue(SamplingOptions(topK: 0).problems[0].contains("top_k"))
+    }
+}
+
+final class StopSequenceFilterTests: XCTestCase {
+    func testHoldsBackPrefixesAndCutsAtTheStop() {
+        var filter = StopSequenceFilter(stops: ["<|im_end|>", "\n\n"])
+        XCTAssertEqual(filter.push("Hello <|im").0, "Hello ")
+        XCTAssertEqual(filter.push("_e").0, "")
+        let (text, stopped) = filter.push("nd|> more")
+        XCTAssertEqual(text, "")
+        XCTAssertTrue(stopped)
+
+        var other = StopSequenceFilter(stops: ["STOP"])
+        XCTAssertEqual(other.push("a S").0, "a ")
+        XCTAssertEqual(other.push("x").0, "Sx")
+        XCTAssertEqual(other.push("ST").0, "")
+        XCTAssertEqual(other.finish(""), "ST")
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import XCTest
+import Kernels
+@testable import Transformer
+
+/// The GGUF reader and the quantised kernels against files and dequantisations from gguf-py
+/// (scripts/make-gguf-fixtures.py).
+final class GGUFTests: XCTestCase {
+    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    func testMetadataOfEveryType() throws {
+        let file = try GGUFFile(url: fixtures.appendingPathComponent("tiny.gguf"))
+        XCTAssertEqual(file.version, 3)
+        let m = file.metadata
+        XCTAssertEqual(m["general.architecture"]?.string, "llama")
+        XCTAssertEqual(m["test.u8"]?.int, 200)
+        XCTAssertEqual(m["test.i8"]?.int, -100)
+        XCTAssertEqual(m["test.u16"]?.int, 60000)
+        XCTAssertEqual(m["test.i16"]?.int, -30000)
+        XCTAssertEqual(m["test.u32"]?.int, 4_000_000_000)
+        XCTAssertEqual(m["test.i32"]?.int, -2_000_000_000)
+        XCTAssertEqual(m["test.f32"]?.double, 0.25)
+        XCTAssertEqual(m["test.bool"]?.bool, true)
+        XCTAssertEqual(m["test.string"]?.string, "héllo wörld")
+        XCTAssertEqual(m["test.ints"]?.array?.compactMap(\.int), [1, -2, 3])
+        XCTAssertEqual(m["test.strings"]?.array?.compactMap(\.string), ["a", "bc", ""])
+        XCTAssertEqual(m["test.u64"]?.int, (1 << 40) + 3)
+        XCTAssertEqual(m["test.i64"]?.int, -(1 << 40))
+        XCTAssertEqual(m["test.f64"]?.double, 3.141592653589793)
+    }
+
+    func testDequantisationMatchesGGUFPy() throws {
+        let file = try GGUFFile(url: fixtures.appendingPathComponent("tiny.gguf"))
+        let expected = try SafetensorsFile(url: fixtures.appendingPathComponent("tiny-expected.safetensors"))
+        for name in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"] {
+            let info = try file.tensor(name)
+            XCTAssertEqual(info.dimensions, [96, 8], name)
+            let reference = try expected.read(name)
+            for isa in InstructionSet.supported {
+                var ours = [Float](repeating: 0, count: info.elementCount)
+                ours.withUnsafeMutableBufferPointer { dequantize(info.type, file.bytes(of: info), count: info.elementCount, into: $0.baseAddress!, isa: isa) }
+                XCTAssertLessThan(zip(ours, reference).map { abs($0 - $1) }.max()!, 1e-6, "\(name) \(isa)")
+            }
+        }
+    }
+
+    func testQuantisedMatvecAgainstFloat64() throws {
+        let file = try GGUFFile(url: fixtures.appendingPathComponent("tiny.gguf"))
+        let expected = try SafetensorsFile(url: fixtures.appendingPathComponent("tiny-expected.safetensors"))
+        let x = try expected.read("x")
+        for name in ["f16", "q8_0", "q4_0", "q4_1"] {
+            let info = try file.tensor(name)
+            let weights = try expected.read(name)
+            let reference = (0..<8).map { r in (0..<96).reduce(0.0) { $0 + Double(weights[r * 96 + $1]) * Double(x[$1]) } }
+            for isa in InstructionSet.supported {
+                for threads in [1, 2] {
+                    var y = [Float](repeating: 0, count: 8)
+                    x.withUnsafeBufferPointer { xs in
+                        y.withUnsafeMutableBufferPointer { ys in
+                            quantizedMatvec(info.type, rows: 8, k: 96, weights: file.bytes(of: info), x: xs, y: ys,
+                                            pool: ThreadPool(threadCount: threads), isa: isa)
+                        }
+                    }
+                    for r in 0..<8 { XCTAssertEqual(Double(y[r]), reference[r], accuracy: 1e-4, "\(name) \(isa) row \(r)") }
+                }
+            }
+        }
+    }
+
+    func testBadFilesAreRefusedWithAReason() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func expectError(_ data: Data, _ contains: String) throws {
+            let url = directory.appendingPathComponent("test.gguf")
+            try data.write(to: url)
+            XCTAssertThrowsError(try GGUFFile(url: url)) { XCTAssertTrue("\($0)".contains(contains), "\($0) should mention \(contains)") }
+        }
+        let good = try Data(contentsOf: fixtures.appendingPathComponent("tiny.gguf"))
+        var bad = good
+        bad[0] = 0x58
+        try expectError(bad, "not a GGUF file")
+        try expectError(good.prefix(good.count - 10), "truncated")
+        try expectError(good.prefix(40), "truncated")
+        bad = good
+        bad[4] = 9
+        try expectError(bad, "version 9")
+        XCTAssertThrowsError(try GGUFFile(url: fixtures.appendingPathComponent("unsupported.gguf"))) {
+            XCTAssertTrue("\($0)".contains("odd") && "\($0)".contains("Q5_0"), "\($0)")
+        }
+        XCTAssertThrowsError(try GGUFFile(url: directory.appendingPathComponent("missing.gguf"))) {
+            XCTAssertTrue("\($0)".contains("cannot open"), "\($0)")
+        }
+    }
+}
