@@ -108,7 +108,7 @@ final class TokenizerTests: XCTestCase {
         expectError("bad_gpt2.tiktoken:2") { _ = try Tokenizer.load(path: bad.path) }
         let partial = directory.appendingPathComponent("partial_gpt2.tiktoken")
         try "IQ== 0\n".write(to: partial, atomically: true, encoding: .utf8)
-        expectError("0x0") { _ = try Tokenizer.load(path: partial.path) }
+        expectError("no token for the byte 0x20") { _ = try Tokenizer.load(path: partial.path) }
 
         let vocab = (0..<256).map { "\(jsonString(ByteEncoder.encode([UInt8($0)]))):\($0)" }
         try ("{" + vocab.joined(separator: ",") + #","ab":256}"#).write(to: directory.appendingPathComponent("vocab.json"), atomically: true, encoding: .utf8)
