@@ -55,3 +55,32 @@ writer.write_kv_data_to_file()
 writer.write_tensors_to_file()
 writer.close()
 print("wrote tiny.gguf, tiny-expected.safetensors, unsupported.gguf")
+
+# A GPT-2 architecture GGUF holding the GELU test model of make-gpt-fixtures.py, laid out as
+# llama.cpp's converter writes GPT-2: Conv1D [in, out] weights transposed to rows of outputs.
+from safetensors.numpy import load_file
+
+params = load_file(f"{OUT}/gpt-gelu.safetensors")
+writer = GGUFWriter(f"{OUT}/gpt2-tiny.gguf", "gpt2")
+writer.add_context_length(16)
+writer.add_embedding_length(32)
+writer.add_feed_forward_length(128)
+writer.add_block_count(2)
+writer.add_head_count(4)
+writer.add_layer_norm_eps(1e-5)
+names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+         "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+writer.add_tensor("token_embd.weight", params["param.wte.weight"])
+writer.add_tensor("position_embd.weight", params["param.wpe.weight"])
+for l in range(2):
+    for hf, gg in names.items():
+        w = params[f"param.h.{l}.{hf}.weight"]
+        writer.add_tensor(f"blk.{l}.{gg}.weight", w if w.ndim == 1 else np.ascontiguousarray(w.T))
+        writer.add_tensor(f"blk.{l}.{gg}.bias", params[f"param.h.{l}.{hf}.bias"])
+writer.add_tensor("output_norm.weight", params["param.ln_f.weight"])
+writer.add_tensor("output_norm.bias", params["param.ln_f.bias"])
+writer.write_header_to_file()
+writer.write_kv_data_to_file()
+writer.write_tensors_to_file()
+writer.close()
+print("wrote gpt2-tiny.gguf")

@@ -37,7 +37,8 @@ public enum ModelLoader {
         }
         let embedding = try integer("embedding_length"), heads = try integer("attention.head_count")
         let vocabulary = file.metadata["\(architecture).vocab_size"]?.int
-            ?? file.metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0
+            ?? file.metadata["tokenizer.ggml.tokens"]?.array?.count
+            ?? file.tensors["token_embd.weight"].map { $0.rowCount } ?? 0
         switch architecture {
         case "llama":
             let config = ModelConfig(

@@ -93,3 +93,24 @@ final class GGUFTests: XCTestCase {
         }
     }
 }
+
+final class GPT2GGUFTests: XCTestCase {
+    /// A GPT-2 architecture GGUF (gpt2.* metadata, llama.cpp's tensor names and layout) gives the
+    /// logits of the same weights run by the training model.
+    func testGPT2ArchitectureLoadsAndMatches() throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+        let file = try GGUFFile(url: fixtures.appendingPathComponent("gpt2-tiny.gguf"))
+        let config = try ModelLoader.config(of: file)
+        XCTAssertEqual(config.family, .gpt2)
+        XCTAssertEqual(config.layerCount, 2)
+        XCTAssertEqual(config.vocabularySize, 64)
+        let model = try ModelLoader.inferenceModel(from: file, pool: .shared)
+        let fixture = try GPTFixture(activation: "gelu")
+        let tokens = Array(fixture.tokens[0..<fixture.length])
+        try fixture.model.forward(tokens: tokens, targets: nil, batch: 1, length: tokens.count)
+        try model.reset(capacity: 16)
+        let logits = Array(try model.forward(tokens.map(Int.init)))
+        let expected = fixture.model.logits[((tokens.count - 1) * 64)..<(tokens.count * 64)]
+        XCTAssertLessThan(zip(logits, expected).map { abs($0 - $1) }.max()!, 1e-4)
+    }
+}

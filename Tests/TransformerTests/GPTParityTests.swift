@@ -86,3 +86,41 @@ struct GPTFixture {
         length = config["length"] as! Int
     }
 }
+
+final class DropoutGradientTests: XCTestCase {
+    /// With dropout on (fixed masks from the seed), the gradient matches a central finite
+    /// difference of the loss along random directions.
+    func testGradientWithDropoutMatchesFiniteDifferences() throws {
+        let fixture = try GPTFixture(activation: "gelu")
+        var config = fixture.model.config
+        config.dropout = 0.2
+        let model = try GPT(config: config)
+        model.parameters.update(fromContentsOf: fixture.model.parameters)
+        func loss() throws -> Float {
+            try XCTUnwrap(try model.forward(tokens: fixture.tokens, targets: fixture.targets, batch: fixture.batch,
+                                            length: fixture.length, training: true, dropoutSeed: 77))
+        }
+        let base = try loss()
+        let noDropout = try XCTUnwrap(try model.forward(tokens: fixture.tokens, targets: fixture.targets,
+                                                        batch: fixture.batch, length: fixture.length))
+        XCTAssertNotEqual(base, noDropout, "dropout changed nothing")
+        _ = try loss()
+        model.zeroGradients()
+        model.backward()
+        let gradient = Array(model.gradients)
+        let original = Array(model.parameters)
+        var generator = SplitMix64(seed: 12)
+        for trial in 0..<3 {
+            let direction = (0..<original.count).map { _ in generator.nextNormal() }
+            let epsilon: Float = 1e-3
+            for i in original.indices { model.parameters[i] = original[i] + epsilon * direction[i] }
+            let up = try loss()
+            for i in original.indices { model.parameters[i] = original[i] - epsilon * direction[i] }
+            let down = try loss()
+            model.parameters.update(fromContentsOf: original)
+            let numerical = Double(up - down) / Double(2 * epsilon)
+            let analytic = zip(gradient, direction).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            XCTAssertEqual(numerical, analytic, accuracy: 0.02 * abs(analytic) + 2e-3, "direction \(trial)")
+        }
+    }
+}
