@@ -32,7 +32,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "MLP activation: gelu or relu.") var activation: String = "gelu"
     @Option(help: "Rows per micro-batch.") var batchSize = 16
     @Option(help: "Micro-batches per step.") var gradAccum = 1
-    @Option(help: "Optimisation steps.") var steps = 1000
+    @Option(help: "Optimisation steps (default 1000; with --resume, the saved run's).") var steps: Int?
     @Option(help: "Peak learning rate.") var lr: Float = 1e-3
     @Option(help: "Warmup steps.") var warmup = 100
     @Option(help: "AdamW weight decay (matrices only).") var weightDecay: Float = 0.1
@@ -44,7 +44,7 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Continue the run saved in --out.") var resume = false
 
     func validate() throws {
-        guard batchSize > 0, gradAccum > 0, steps > 0 else { throw ValidationError("--batch-size, --grad-accum and --steps must be positive") }
+        guard batchSize > 0, gradAccum > 0, (steps ?? 1) > 0 else { throw ValidationError("--batch-size, --grad-accum and --steps must be positive") }
         guard lr > 0 else { throw ValidationError("--lr must be positive") }
         guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1)") }
         guard ["gelu", "relu"].contains(activation) else { throw ValidationError("--activation must be gelu or relu") }
@@ -67,7 +67,7 @@ struct TrainCommand: ParsableCommand {
         if resume {
             model = try Checkpoint.load(outURL, pool: pool)
             options = try Trainer.savedOptions(in: outURL)
-            options.steps = steps
+            if let steps { options.steps = steps }
         } else {
             let (layers, heads, embedding, length) = preset.shape
             var config = ModelConfig.gpt2(layers: nLayer ?? layers, heads: nHead ?? heads, embedding: nEmbd ?? embedding,
@@ -80,7 +80,7 @@ struct TrainCommand: ParsableCommand {
             options.batchSize = batchSize
             options.sequenceLength = config.contextLength
             options.gradientAccumulation = gradAccum
-            options.steps = steps
+            options.steps = steps ?? 1000
             options.learningRate = lr
             options.minimumLearningRate = lr / 10
             options.warmupSteps = warmup
