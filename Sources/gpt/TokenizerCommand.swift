@@ -11,13 +11,16 @@ struct TokenizerCommand: ParsableCommand {
 
     /// Where a tokenizer comes from, shared by encode and decode.
     struct Source: ParsableArguments {
-        @Option(help: "A directory (tokenizer.json, or vocab.json + merges.txt), a tokenizer.json file, or a .tiktoken file.")
+        @Option(help: "A directory (tokenizer.json, or vocab.json + merges.txt), a tokenizer.json file, a .tiktoken file, or a .gguf model.")
         var tokenizer: String
 
         @Option(help: "The pre-tokenizer of a .tiktoken file: gpt2, cl100k or o200k (default: from the file name).")
         var pattern: PreTokenizer?
 
-        func load() throws -> Tokenizer { try Tokenizer.load(path: tokenizer, pattern: pattern) }
+        func load() throws -> Tokenizer {
+            if tokenizer.hasSuffix(".gguf") { return try Tokenizer.fromGGUF(GGUFFile(url: URL(fileURLWithPath: tokenizer))) }
+            return try Tokenizer.load(path: tokenizer, pattern: pattern)
+        }
     }
 
     struct Encode: ParsableCommand {
