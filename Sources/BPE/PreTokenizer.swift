@@ -299,28 +299,9 @@ struct Scanner {
             return run(from: i + l0, any: .letter)
         }
         // \p{N}{1,3}+
-        if c0.contains(.number) {
-            var j = i + l0, digits = 1
-            while digits < 3 && j < count {
-                let (c, length) = classes(at: j)
-                guard c.contains(.number) else { break }
-                j += length
-                digits += 1
-            }
-            return j
-        }
+        if c0.contains(.number) { return upToThreeNumbers(from: i + l0) }
         // ' ?[^\s\p{L}\p{N}]++[\r\n]*+'
-        var start = -1
-        if Self.isOther(c0) {
-            start = i
-        } else if bytes[i] == 0x20 && i + 1 < count && Self.isOther(classes(at: i + 1).classes) {
-            start = i + 1
-        }
-        if start >= 0 {
-            var j = run(from: start, none: Self.notOther)
-            while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D) { j += 1 }
-            return j
-        }
+        if let end = punctuation(at: i, c0, trailingSlash: false) { return end }
         // Whitespace: \s++$ | \s*[\r\n] | \s+(?!\S) | \s
         let runEnd = run(from: i, any: .whitespace)
         if runEnd == count { return count }
@@ -338,33 +319,43 @@ struct Scanner {
         if afterPrefix >= 0, let end = upperCaseWord(at: afterPrefix) { return contractionOrSelf(end) }
         if let end = upperCaseWord(at: i) { return contractionOrSelf(end) }
         // \p{N}{1,3}
-        if c0.contains(.number) {
-            var j = i + l0, digits = 1
-            while digits < 3 && j < count {
-                let (c, length) = classes(at: j)
-                guard c.contains(.number) else { break }
-                j += length
-                digits += 1
-            }
-            return j
-        }
+        if c0.contains(.number) { return upToThreeNumbers(from: i + l0) }
         // ' ?[^\s\p{L}\p{N}]+[\r\n/]*'
+        if let end = punctuation(at: i, c0, trailingSlash: true) { return end }
+        // Whitespace: \s*[\r\n]+ | \s+(?!\S) | \s+
+        let runEnd = run(from: i, any: .whitespace)
+        if let end = lastNewlineEnd(from: i, runEnd: runEnd) { return end }
+        if runEnd == count { return count }
+        return whitespaceBeforeWord(at: i, runEnd: runEnd)
+    }
+
+    /// The end of at most three number scalars, the first of which ends at `j` (`\p{N}{1,3}`).
+    @inline(__always)
+    func upToThreeNumbers(from j: Int) -> Int {
+        var j = j, digits = 1
+        while digits < 3 && j < count {
+            let (c, length) = classes(at: j)
+            guard c.contains(.number) else { break }
+            j += length
+            digits += 1
+        }
+        return j
+    }
+
+    /// ` ?[^\s\p{L}\p{N}]+` then a run of \r and \n (and `/` for o200k), or nil when `i`
+    /// starts no such piece. `c0` is the classes of the scalar at `i`.
+    @inline(__always)
+    func punctuation(at i: Int, _ c0: CharacterClasses, trailingSlash: Bool) -> Int? {
         var start = -1
         if Self.isOther(c0) {
             start = i
         } else if bytes[i] == 0x20 && i + 1 < count && Self.isOther(classes(at: i + 1).classes) {
             start = i + 1
         }
-        if start >= 0 {
-            var j = run(from: start, none: Self.notOther)
-            while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x2F) { j += 1 }
-            return j
-        }
-        // Whitespace: \s*[\r\n]+ | \s+(?!\S) | \s+
-        let runEnd = run(from: i, any: .whitespace)
-        if let end = lastNewlineEnd(from: i, runEnd: runEnd) { return end }
-        if runEnd == count { return count }
-        return whitespaceBeforeWord(at: i, runEnd: runEnd)
+        guard start >= 0 else { return nil }
+        var j = run(from: start, none: Self.notOther)
+        while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D || (trailingSlash && bytes[j] == 0x2F)) { j += 1 }
+        return j
     }
 
     /// `[upper]*[lower]+` at `s`: the greedy upper run, backing off one scalar at a time until a

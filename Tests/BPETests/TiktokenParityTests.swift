@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import BPE
 
@@ -55,19 +56,6 @@ final class TiktokenParityTests: XCTestCase {
 
 func fixtureURL(_ name: String) -> URL {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)")
-}
-
-/// A file or directory that scripts/fetch-assets.sh puts in the cache; skips the test when it is
-/// absent, unless SWIFTGPT_REQUIRE_ASSETS=1 (CI), where that is a failure.
-func assetURL(_ relativePath: String) throws -> URL {
-    let environment = ProcessInfo.processInfo.environment
-    let cache = environment["SWIFTGPT_CACHE"] ?? (NSHomeDirectory() + "/.cache/swiftgpt")
-    let url = URL(fileURLWithPath: cache).appendingPathComponent(relativePath)
-    if FileManager.default.fileExists(atPath: url.path) { return url }
-    if environment["SWIFTGPT_REQUIRE_ASSETS"] == "1" {
-        throw TokenizerError("asset \(url.path) is missing; run scripts/fetch-assets.sh")
-    }
-    throw XCTSkip("asset \(url.path) is missing; run scripts/fetch-assets.sh tokenizers shakespeare")
 }
 
 func loadAsset(_ file: String, pattern: PreTokenizer) throws -> Tokenizer {

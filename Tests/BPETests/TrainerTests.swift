@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import BPE
 
@@ -48,7 +49,6 @@ final class TrainerTests: XCTestCase {
     /// Hugging Face `tokenizers` (pip tokenizers==0.23.3) loads what we write and gives our ids,
     /// for a trained tokenizer and for gpt2, cl100k_base and o200k_base written from their rank files.
     func testHuggingFaceTokenizersGiveTheSameIds() throws {
-        let python = try pythonWithTokenizers()
         let heldOut = fixtureURL("torture.txt")
         let text = String(decoding: try Data(contentsOf: heldOut), as: UTF8.self)
         let trained = try BPETrainer(vocabularySize: 2000).train(texts: [try shakespeareSample(bytes: 500_000)])
@@ -60,13 +60,13 @@ final class TrainerTests: XCTestCase {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bpe-hf-\(UUID())")
             defer { try? FileManager.default.removeItem(at: directory) }
             try tokenizer.writeHuggingFaceFiles(to: directory)
-            let theirs = try runPython(python, """
+            let theirs = try runPython("""
                 import sys, json
                 from tokenizers import Tokenizer
                 t = Tokenizer.from_file(sys.argv[1])
                 text = open(sys.argv[2], "rb").read().decode("utf-8")
                 print(json.dumps(t.encode(text, add_special_tokens=False).ids))
-                """, arguments: [directory.appendingPathComponent("tokenizer.json").path, heldOut.path])
+                """, [directory.appendingPathComponent("tokenizer.json").path, heldOut.path])
             // tokenizers always splits out added tokens, like encode with every special allowed.
             XCTAssertEqual(try JSONSerialization.jsonObject(with: Data(theirs.utf8)) as? [Int],
                            tokenizer.encode(text, allowedSpecial: .all), name)
@@ -91,30 +91,3 @@ func shakespeareSample(bytes: Int) throws -> String {
     return String(text[..<cut])
 }
 
-/// A python3 that imports `tokenizers`; skips (or, with SWIFTGPT_REQUIRE_ASSETS=1, fails).
-func pythonWithTokenizers() throws -> String {
-    if (try? runPython("python3", "import tokenizers", arguments: [])) != nil { return "python3" }
-    if ProcessInfo.processInfo.environment["SWIFTGPT_REQUIRE_ASSETS"] == "1" {
-        throw TokenizerError("python3 with tokenizers is required (pip install tokenizers==0.23.3)")
-    }
-    throw XCTSkip("python3 with Hugging Face tokenizers is not installed")
-}
-
-/// Runs a Python script and returns its stdout; throws with its stderr when it fails.
-@discardableResult
-func runPython(_ python: String, _ script: String, arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [python, "-c", script] + arguments
-    let output = Pipe(), errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw TokenizerError("python failed: \(String(decoding: errorData, as: UTF8.self).suffix(500))")
-    }
-    return String(decoding: data, as: UTF8.self)
-}

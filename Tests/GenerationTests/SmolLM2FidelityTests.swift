@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 import BPE
 import Kernels
@@ -9,12 +10,7 @@ import Kernels
 /// numpy forward pass over the same dequantised weights (scripts/make-smollm2-fixtures.py).
 final class SmolLM2FidelityTests: XCTestCase {
     static func modelPath() throws -> String {
-        let environment = ProcessInfo.processInfo.environment
-        let cache = environment["SWIFTGPT_CACHE"] ?? (NSHomeDirectory() + "/.cache/swiftgpt")
-        let path = cache + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-        if FileManager.default.fileExists(atPath: path) { return path }
-        if environment["SWIFTGPT_REQUIRE_ASSETS"] == "1" { throw ModelError("\(path) is missing; run scripts/fetch-assets.sh smollm2") }
-        throw XCTSkip("\(path) is missing; run scripts/fetch-assets.sh smollm2")
+        try assetURL("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
     }
 
     func testMatchesTheFloat64Reference() throws {

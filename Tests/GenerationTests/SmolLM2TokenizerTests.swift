@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 import BPE
 @testable import Transformer
@@ -12,7 +13,7 @@ final class SmolLM2TokenizerTests: XCTestCase {
         XCTAssertEqual(tokenizer.preTokenizer, .smollm)
         let torture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../BPETests/Fixtures/torture.txt")
-        let output = try pythonOutput("""
+        let output = try runPython("""
             import sys, json
             from gguf import GGUFReader
             from tokenizers import Tokenizer, models, pre_tokenizers
@@ -24,7 +25,7 @@ final class SmolLM2TokenizerTests: XCTestCase {
                                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
             text = open(sys.argv[2], "rb").read().decode("utf-8")
             print(json.dumps([t.encode(line).ids for line in text.split("\\n")]))
-            """, path, torture.path)
+            """, [path, torture.path])
         let expected = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [[Int]]
         // Split bytes, as Python does: Swift's String treats "\r\n" as one Character.
         let lines = try Data(contentsOf: torture).split(separator: 10, omittingEmptySubsequences: false)
@@ -36,24 +37,3 @@ final class SmolLM2TokenizerTests: XCTestCase {
     }
 }
 
-/// Runs python3 (with gguf and tokenizers; skipped without them unless SWIFTGPT_REQUIRE_ASSETS=1).
-func pythonOutput(_ script: String, _ arguments: String...) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", script] + arguments
-    let output = Pipe(), errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        let message = String(decoding: errorData, as: UTF8.self)
-        if message.contains("ModuleNotFoundError") && ProcessInfo.processInfo.environment["SWIFTGPT_REQUIRE_ASSETS"] != "1" {
-            throw XCTSkip("python3 lacks a module: \(message.suffix(200))")
-        }
-        throw ModelError("python failed: \(message.suffix(600))")
-    }
-    return String(decoding: data, as: UTF8.self)
-}

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import Transformer
 
@@ -6,13 +7,12 @@ import XCTest
 /// transformers; CI installs them and sets SWIFTGPT_REQUIRE_ASSETS=1 so this cannot skip there).
 final class HuggingFaceCompatibilityTests: XCTestCase {
     func testCheckpointsCrossBothWays() throws {
-        try requirePython(modules: ["torch", "transformers"])
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("hf-\(UUID())")
         defer { try? FileManager.default.removeItem(at: root) }
         let theirs = root.appendingPathComponent("from-transformers"), ours = root.appendingPathComponent("from-swiftgpt")
 
         // 1. transformers saves a random GPT2LMHeadModel of its own shape; we load it.
-        let output = try python("""
+        let output = try runPython("""
             import json, sys, torch
             from transformers import GPT2Config, GPT2LMHeadModel
             torch.manual_seed(0)
@@ -24,7 +24,7 @@ final class HuggingFaceCompatibilityTests: XCTestCase {
             tokens = torch.tensor([[3, 14, 15, 9, 2, 6, 5, 35, 8, 9, 7, 9]])
             with torch.no_grad(): logits = model(tokens).logits
             print(json.dumps({"tokens": tokens[0].tolist(), "logits": logits[0].flatten().tolist()}))
-            """, theirs.path)
+            """, [theirs.path])
         let expected = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
         let model = try Checkpoint.load(theirs)
         let tokens = (expected["tokens"] as! [Int]).map(Int32.init)
@@ -36,47 +36,16 @@ final class HuggingFaceCompatibilityTests: XCTestCase {
         let fixture = try GPTFixture(activation: "gelu")
         try Checkpoint.save(fixture.model, to: ours)
         try fixture.model.forward(tokens: fixture.tokens, targets: nil, batch: fixture.batch, length: fixture.length)
-        let theirLogits = try python("""
+        let theirLogits = try runPython("""
             import json, sys, torch
             from transformers import GPT2LMHeadModel
             model = GPT2LMHeadModel.from_pretrained(sys.argv[1]).eval()
             tokens = torch.tensor(json.loads(sys.argv[2])).view(\(fixture.batch), \(fixture.length))
             with torch.no_grad(): print(json.dumps(model(tokens).logits.flatten().tolist()))
-            """, ours.path, "\(fixture.tokens)")
+            """, [ours.path, "\(fixture.tokens)"])
         let values = (try JSONSerialization.jsonObject(with: Data(theirLogits.utf8)) as! [Double]).map(Float.init)
         XCTAssertEqual(values.count, fixture.model.logits.count)
         XCTAssertLessThan(zip(Array(fixture.model.logits), values).map { abs($0 - $1) }.max()!, 1e-4, "transformers loading ours")
     }
 }
 
-/// Skips unless python3 imports `modules`; with SWIFTGPT_REQUIRE_ASSETS=1 (CI) fails instead.
-func requirePython(modules: [String]) throws {
-    if (try? python("import " + modules.joined(separator: ", "))) != nil { return }
-    if ProcessInfo.processInfo.environment["SWIFTGPT_REQUIRE_ASSETS"] == "1" {
-        throw ModelError("python3 with \(modules.joined(separator: ", ")) is required here")
-    }
-    throw XCTSkip("python3 with \(modules.joined(separator: ", ")) is not installed")
-}
-
-/// Runs a Python script with arguments; returns stdout, throws with stderr's end on failure.
-@discardableResult
-func python(_ script: String, _ arguments: String...) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", script] + arguments
-    var environment = ProcessInfo.processInfo.environment
-    environment["HF_HUB_OFFLINE"] = "1"
-    environment["TRANSFORMERS_VERBOSITY"] = "error"
-    process.environment = environment
-    let output = Pipe(), errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw ModelError("python failed: \(String(decoding: errorData, as: UTF8.self).suffix(800))")
-    }
-    return String(decoding: data, as: UTF8.self)
-}
