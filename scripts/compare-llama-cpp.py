@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--tokenizer-only", action="store_true")
     args = parser.parse_args()
-    llm = Llama(model_path=args.model, n_ctx=1024, n_threads=2, n_batch=512, logits_all=False, verbose=False)
+    llm = Llama(model_path=args.model, n_ctx=1024, n_threads=2, n_batch=512, logits_all=True, verbose=False)
     for text in PROMPTS:
         theirs = llm.tokenize(text.encode(), add_bos=False, special=True)
         ours = subprocess.run([".build/release/gpt", "tokenizer", "encode", "--tokenizer", args.model, "--allow-special"],
@@ -50,7 +50,7 @@ def main():
         if not args.tokenizer_only:
             llm.reset()
             llm.eval(theirs)
-            their_logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            their_logits = np.array(llm.scores[len(theirs) - 1], dtype=np.float32)
             with tempfile.NamedTemporaryFile(suffix=".f32") as f:
                 subprocess.run([".build/release/gpt-bench", "logits", "--model", args.model, "--tokens", " ".join(map(str, theirs)),
                                 "--out", f.name], check=True)
