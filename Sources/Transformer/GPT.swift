@@ -33,6 +33,12 @@ public final class GPT: @unchecked Sendable {
         }
         self.config = config
         layout = ParameterLayout(config: config)
+        // Parameters and gradients in fp32 (Adam's moments come on top): refuse what cannot fit.
+        let bytes = Double(layout.totalCount) * 8
+        guard bytes < Double(ProcessInfo.processInfo.physicalMemory) else {
+            throw ModelError(String(format: "the model needs %.1f GB for parameters and gradients; this machine has %.1f GB",
+                                    bytes / 1e9, Double(ProcessInfo.processInfo.physicalMemory) / 1e9))
+        }
         parameters = .allocate(capacity: layout.totalCount)
         parameters.initialize(repeating: 0)
         gradients = .allocate(capacity: layout.totalCount)
