@@ -54,6 +54,7 @@ final class ByteStringTable: @unchecked Sendable {
     /// A 64-bit hash of the bytes, 8 at a time.
     @inline(__always)
     static func hash(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
+        if count <= 8 { return hashShort(loadPadded(bytes, count), count) }
         var h: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(count)
         var i = 0
         let raw = UnsafeRawPointer(bytes)
@@ -71,6 +72,36 @@ final class ByteStringTable: @unchecked Sendable {
         h = h &* 0xFF51_AFD7_ED55_8CCD
         h ^= h >> 33
         return h
+    }
+
+    /// The hash of a key of at most 8 bytes, given as its zero-padded integer.
+    @inline(__always)
+    static func hashShort(_ key: UInt64, _ count: Int) -> UInt64 {
+        var h = ((0x9E37_79B9_7F4A_7C15 ^ UInt64(count)) ^ key) &* 0xC4CE_B9FE_1A85_EC53
+        h ^= h >> 33
+        h = h &* 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        return h
+    }
+
+    /// The values stored for a key of at most 8 bytes, given as its zero-padded integer.
+    @inline(__always)
+    func findShort(_ key: UInt64, _ count: Int, hash h: UInt64) -> (UnsafePointer<Int32>, Int)? {
+        let mask = capacity - 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        let want = Self.tag(h) | UInt32(truncatingIfNeeded: count)
+        while true {
+            let slot = slots[i]
+            if slot.isEmpty { return nil }
+            if slot.meta & 0xFF00_FFFF == want && slot.key == key {
+                let valueCount = slot.valueCount
+                if valueCount == 1 {
+                    return (UnsafePointer(UnsafeMutableRawPointer(slots + i).advanced(by: 8).assumingMemoryBound(to: Int32.self)), 1)
+                }
+                return (UnsafePointer(values + Int(slot.value)), valueCount)
+            }
+            i = (i + 1) & mask
+        }
     }
 
     /// The first 8 bytes (or fewer) as an integer, zero-padded.

@@ -165,7 +165,7 @@ struct Scanner {
     /// Not whitespace, not a letter, not a number: `[^\s\p{L}\p{N}]`.
     @inline(__always)
     static func isOther(_ c: CharacterClasses) -> Bool {
-        c.isDisjoint(with: [.whitespace, .letter, .number])
+        c.isDisjoint(with: notOther)
     }
 
     /// The end of the run of scalars from `i` that have some class in `mask` (or, with
@@ -206,6 +206,10 @@ struct Scanner {
 
     /// `[^\s\p{L}\p{N}]`'s complement: the classes an "other" scalar has none of.
     static let notOther: CharacterClasses = [.whitespace, .letter, .number]
+    // Class sets as constants: an OptionSet array literal in a hot path builds an array on the
+    // heap each time (19% of cl100k encoding went to allocating and freeing them).
+    static let newlineOrNumber: CharacterClasses = [.newline, .number]
+    static let newlineLetterOrNumber: CharacterClasses = [.newline, .letter, .number]
 
     /// The start of the scalar that ends at byte offset `end` (stepping over continuation bytes).
     @inline(__always)
@@ -294,7 +298,7 @@ struct Scanner {
         let (c0, l0) = classes(at: i)
         // [^\r\n\p{L}\p{N}]?+\p{L}++
         if c0.contains(.letter) { return run(from: i, any: .letter) }
-        if c0.isDisjoint(with: [.newline, .number]), i + l0 < count,
+        if c0.isDisjoint(with: Self.newlineOrNumber), i + l0 < count,
            classes(at: i + l0).classes.contains(.letter) {
             return run(from: i + l0, any: .letter)
         }
@@ -313,7 +317,7 @@ struct Scanner {
         let (c0, l0) = classes(at: i)
         // The optional prefix [^\r\n\p{L}\p{N}] is tried consumed first, then not (which
         // matters only for a mark: it is outside \p{L} yet inside both case classes).
-        let afterPrefix = c0.isDisjoint(with: [.newline, .letter, .number]) ? i + l0 : -1
+        let afterPrefix = c0.isDisjoint(with: Self.newlineLetterOrNumber) ? i + l0 : -1
         if afterPrefix >= 0, let end = lowerCaseWord(at: afterPrefix) { return contractionOrSelf(end) }
         if let end = lowerCaseWord(at: i) { return contractionOrSelf(end) }
         if afterPrefix >= 0, let end = upperCaseWord(at: afterPrefix) { return contractionOrSelf(end) }
@@ -360,6 +364,7 @@ struct Scanner {
 
     /// `[upper]*[lower]+` at `s`: the greedy upper run, backing off one scalar at a time until a
     /// lower-ish scalar starts the lower run. Nil when no lower-ish scalar can start it.
+    @inline(__always)
     func lowerCaseWord(at s: Int) -> Int? {
         guard s < count else { return nil }
         let upperEnd = run(from: s, any: .upperish)
@@ -374,6 +379,7 @@ struct Scanner {
     }
 
     /// `[upper]+[lower]*` at `s`, or nil when `s` does not start an upper-ish scalar.
+    @inline(__always)
     func upperCaseWord(at s: Int) -> Int? {
         guard s < count, classes(at: s).classes.contains(.upperish) else { return nil }
         let upperEnd = run(from: s, any: .upperish)
