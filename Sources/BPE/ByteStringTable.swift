@@ -93,13 +93,7 @@ final class ByteStringTable: @unchecked Sendable {
         while true {
             let slot = slots[i]
             if slot.isEmpty { return nil }
-            if slot.meta & 0xFF00_FFFF == want && slot.key == key {
-                let valueCount = slot.valueCount
-                if valueCount == 1 {
-                    return (UnsafePointer(UnsafeMutableRawPointer(slots + i).advanced(by: 8).assumingMemoryBound(to: Int32.self)), 1)
-                }
-                return (UnsafePointer(values + Int(slot.value)), valueCount)
-            }
+            if slot.meta & 0xFF00_FFFF == want && slot.key == key { return values(of: slot, at: i) }
             i = (i + 1) & mask
         }
     }
@@ -144,27 +138,28 @@ final class ByteStringTable: @unchecked Sendable {
     /// the next insert.
     @inline(__always)
     func find(_ bytes: UnsafePointer<UInt8>, _ count: Int, hash h: UInt64) -> (UnsafePointer<Int32>, Int)? {
+        if count <= 8 { return findShort(Self.prefix(bytes, count), count, hash: h) }
         let mask = capacity - 1
         var i = Int(truncatingIfNeeded: h) & mask
         let want = Self.tag(h) | UInt32(truncatingIfNeeded: count)
-        let short = count <= 8 ? Self.prefix(bytes, count) : 0
         while true {
             let slot = slots[i]
             if slot.isEmpty { return nil }
-            if slot.meta & 0xFF00_FFFF == want {
-                let matches = count <= 8 ? slot.key == short
-                    : memcmpEqual(keys + Int(slot.key), bytes, count)
-                if matches {
-                    let valueCount = slot.valueCount
-                    if valueCount == 1 {
-                        return (UnsafePointer(UnsafeMutableRawPointer(slots + i).advanced(by: 8)
-                                .assumingMemoryBound(to: Int32.self)), 1)
-                    }
-                    return (UnsafePointer(values + Int(slot.value)), valueCount)
-                }
+            if slot.meta & 0xFF00_FFFF == want && memcmpEqual(keys + Int(slot.key), bytes, count) {
+                return values(of: slot, at: i)
             }
             i = (i + 1) & mask
         }
+    }
+
+    /// A found slot's values: the one held in the slot itself, or a run in the arena.
+    @inline(__always)
+    private func values(of slot: Slot, at i: Int) -> (UnsafePointer<Int32>, Int) {
+        let valueCount = slot.valueCount
+        if valueCount == 1 {
+            return (UnsafePointer(UnsafeMutableRawPointer(slots + i).advanced(by: 8).assumingMemoryBound(to: Int32.self)), 1)
+        }
+        return (UnsafePointer(values + Int(slot.value)), valueCount)
     }
 
     /// Stores `valueCount` values for the bytes (which must not be in the table yet).
