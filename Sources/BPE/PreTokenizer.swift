@@ -275,6 +275,7 @@ struct Scanner {
 
     // MARK: the patterns
 
+    @inline(__always)
     func gpt2Piece(at i: Int) -> Int {
         if let end = contraction(at: i, ignoringCase: false) { return end }
         var start = i, c = classes(at: i).classes
@@ -293,6 +294,7 @@ struct Scanner {
         return whitespaceBeforeWord(at: i, runEnd: runEnd)
     }
 
+    @inline(__always)
     func cl100kPiece(at i: Int) -> Int {
         if let end = contraction(at: i, ignoringCase: true) { return end }
         let (c0, l0) = classes(at: i)
@@ -313,6 +315,7 @@ struct Scanner {
         return whitespaceBeforeWord(at: i, runEnd: runEnd)
     }
 
+    @inline(__always)
     func o200kPiece(at i: Int) -> Int {
         let (c0, l0) = classes(at: i)
         // The optional prefix [^\r\n\p{L}\p{N}] is tried consumed first, then not (which
