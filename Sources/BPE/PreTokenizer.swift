@@ -277,6 +277,23 @@ struct Scanner {
 
     @inline(__always)
     func gpt2Piece(at i: Int) -> Int {
+        // ASCII words, " words", numbers and punctuation, most of English, without the general
+        // path's scalar decoding: the class of each byte is one table load.
+        let b0 = bytes[i]
+        if b0 < 0x80 && b0 != 0x27 {
+            let t0 = CharacterClasses(rawValue: table[Int(b0)])
+            if t0.contains(.letter) { return run(from: i + 1, any: .letter) }
+            if b0 == 0x20 && i + 1 < count && bytes[i + 1] < 0x80 {
+                let t1 = CharacterClasses(rawValue: table[Int(bytes[i + 1])])
+                if t1.contains(.letter) { return run(from: i + 2, any: .letter) }
+                if t1.contains(.number) { return run(from: i + 2, any: .number) }
+                if t1.isDisjoint(with: Self.notOther) { return run(from: i + 2, none: Self.notOther) }
+            } else if t0.contains(.number) {
+                return run(from: i + 1, any: .number)
+            } else if t0.isDisjoint(with: Self.notOther) {
+                return run(from: i + 1, none: Self.notOther)
+            }
+        }
         if let end = contraction(at: i, ignoringCase: false) { return end }
         var start = i, c = classes(at: i).classes
         if bytes[i] == 0x20 && i + 1 < count {
