@@ -79,11 +79,12 @@ public enum Checkpoint {
         return config
     }
 
-    /// Loads a checkpoint directory: the config, then every tensor, checked against it.
-    public static func load(_ directory: URL, pool: ThreadPool = .shared) throws -> GPT {
+    /// Loads a checkpoint directory: the config, then every tensor, checked against it. With
+    /// `trainable` false the model has no gradient buffers (for generation: half the memory).
+    public static func load(_ directory: URL, pool: ThreadPool = .shared, trainable: Bool = true) throws -> GPT {
         var config = try loadConfig(directory)
         config.dropout = 0
-        let model = try GPT(config: config, pool: pool)
+        let model = try GPT(config: config, pool: pool, trainable: trainable)
         let file = try SafetensorsFile(url: directory.appendingPathComponent("model.safetensors"))
         for entry in model.layout.entries {
             // GPT2LMHeadModel saves "transformer."-prefixed names; GPT2Model saves bare ones.

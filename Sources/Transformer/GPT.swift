@@ -24,7 +24,10 @@ public final class GPT: @unchecked Sendable {
     private var lastBatch: (tokens: [Int32], targets: [Int32]?, batch: Int, length: Int)?
     private var dropout: (training: Bool, seed: UInt64) = (false, 0)
 
-    public init(config: ModelConfig, pool: ThreadPool = .shared) throws {
+    /// Whether gradient buffers exist (a model loaded only to generate has none).
+    public let trainable: Bool
+
+    public init(config: ModelConfig, pool: ThreadPool = .shared, trainable: Bool = true) throws {
         let problems = config.problems
         guard problems.isEmpty else { throw ModelError("invalid model config: " + problems.joined(separator: "; ")) }
         guard config.family == .gpt2, config.positions == .learned, config.norm == .layerNorm,
@@ -34,15 +37,16 @@ public final class GPT: @unchecked Sendable {
         self.config = config
         layout = ParameterLayout(config: config)
         // Parameters and gradients in fp32 (Adam's moments come on top): refuse what cannot fit.
-        let bytes = Double(layout.totalCount) * 8
+        let bytes = Double(layout.totalCount) * (trainable ? 8 : 4)
         guard bytes < Double(ProcessInfo.processInfo.physicalMemory) else {
             throw ModelError(String(format: "the model needs %.1f GB for parameters and gradients; this machine has %.1f GB",
                                     bytes / 1e9, Double(ProcessInfo.processInfo.physicalMemory) / 1e9))
         }
         parameters = .allocate(capacity: layout.totalCount)
         parameters.initialize(repeating: 0)
-        gradients = .allocate(capacity: layout.totalCount)
+        gradients = .allocate(capacity: trainable ? layout.totalCount : 0)
         gradients.initialize(repeating: 0)
+        self.trainable = trainable
         self.pool = pool
     }
 
@@ -259,8 +263,8 @@ public final class GPT: @unchecked Sendable {
     /// Accumulates into `gradients` the gradient of the mean loss of the last forward pass
     /// (which must have had targets). Call `zeroGradients()` first unless accumulating.
     public func backward() {
-        guard let a = activations, let last = lastBatch, let targets = last.targets else {
-            preconditionFailure("backward() needs a forward pass with targets first")
+        guard trainable, let a = activations, let last = lastBatch, let targets = last.targets else {
+            preconditionFailure("backward() needs a trainable model and a forward pass with targets first")
         }
         let B = last.batch, T = last.length, C = config.embeddingSize, V = config.vocabularySize
         let H = config.hiddenSize, BT = B * T

@@ -13,7 +13,7 @@ public enum ModelLoader {
         }
         if isDirectory.boolValue {
             let url = URL(fileURLWithPath: path)
-            let gpt = try Checkpoint.load(url, pool: pool)
+            let gpt = try Checkpoint.load(url, pool: pool, trainable: false)
             let tokenizer = try Tokenizer.load(path: path)
             return (try inferenceModel(from: gpt), tokenizer, nil)
         }
