@@ -334,6 +334,7 @@ struct Scanner {
 
     @inline(__always)
     func o200kPiece(at i: Int) -> Int {
+        if let end = asciiCaseWord(at: i) { return contractionOrSelf(end) }
         let (c0, l0) = classes(at: i)
         // The optional prefix [^\r\n\p{L}\p{N}] is tried consumed first, then not (which
         // matters only for a mark: it is outside \p{L} yet inside both case classes).
@@ -381,6 +382,31 @@ struct Scanner {
         while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D || (trailingSlash && bytes[j] == 0x2F)) { j += 1 }
         return j
     }
+
+    /// o200k's two word alternatives for a word made only of ASCII letters (optionally after one
+    /// prefix byte such as a space), or nil to take the general path: an upper-case run and then
+    /// a lower-case run ("Hello", "HTTPServer" -> "HTTPS"), or an upper-case run alone. A word
+    /// that runs on into a non-ASCII scalar may continue (marks, accented letters): nil.
+    @inline(__always)
+    func asciiCaseWord(at i: Int) -> Int? {
+        let b0 = bytes[i]
+        guard b0 < 0x80 else { return nil }
+        var s = i
+        if !isASCIILetter(b0) {
+            let t0 = CharacterClasses(rawValue: table[Int(b0)])
+            guard t0.isDisjoint(with: Self.newlineLetterOrNumber), i + 1 < count, isASCIILetter(bytes[i + 1]) else { return nil }
+            s = i + 1
+        }
+        var j = s
+        while j < count && bytes[j] >= 0x41 && bytes[j] <= 0x5A { j += 1 }
+        var k = j
+        while k < count && bytes[k] >= 0x61 && bytes[k] <= 0x7A { k += 1 }
+        if k < count && bytes[k] >= 0x80 { return nil }
+        return k
+    }
+
+    @inline(__always)
+    func isASCIILetter(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A }
 
     /// `[upper]*[lower]+` at `s`: the greedy upper run, backing off one scalar at a time until a
     /// lower-ish scalar starts the lower run. Nil when no lower-ish scalar can start it.
