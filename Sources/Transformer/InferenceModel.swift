@@ -109,11 +109,6 @@ public final class InferenceModel: @unchecked Sendable {
         position = 0
     }
 
-    /// Drops cached positions from `newPosition` on (to re-run a changed suffix).
-    public func rewind(to newPosition: Int) {
-        position = min(position, max(0, newPosition))
-    }
-
     /// Runs `tokens` at the next positions, filling the cache; returns the logits of the last one
     /// (V floats, valid until the next call).
     public func forward(_ tokens: [Int]) throws -> UnsafeBufferPointer<Float> {
