@@ -204,6 +204,30 @@ struct Scanner {
         return j
     }
 
+    /// The end of the run of letters from `j`: 8 ASCII bytes at a time while they are all
+    /// letters (no mispredicted exit per byte), then the general loop for what follows a
+    /// non-ASCII byte.
+    @inline(__always)
+    func letterRun(from start: Int) -> Int {
+        var j = start
+        let raw = UnsafeRawPointer(bytes.baseAddress!)
+        while j + 8 <= count {
+            // Bit 7 of each byte of `letters` is set when that byte is an ASCII letter:
+            // y = byte & 0x7F | 0x20 (lower case, no carries), then y >= 'a' and y <= 'z'.
+            let word = raw.loadUnaligned(fromByteOffset: j, as: UInt64.self)
+            let y = (word & 0x7F7F_7F7F_7F7F_7F7F) | 0x2020_2020_2020_2020
+            let atLeastA = y &+ 0x1F1F_1F1F_1F1F_1F1F
+            let aboveZ = y &+ 0x0505_0505_0505_0505
+            let letters = atLeastA & ~aboveZ & ~word & 0x8080_8080_8080_8080
+            if letters != 0x8080_8080_8080_8080 {
+                j += (~letters & 0x8080_8080_8080_8080).trailingZeroBitCount / 8
+                return j < count && bytes[j] >= 0x80 ? run(from: j, any: .letter) : j
+            }
+            j += 8
+        }
+        return run(from: j, any: .letter)
+    }
+
     /// `[^\s\p{L}\p{N}]`'s complement: the classes an "other" scalar has none of.
     static let notOther: CharacterClasses = [.whitespace, .letter, .number]
     // Class sets as constants: an OptionSet array literal in a hot path builds an array on the
@@ -282,10 +306,10 @@ struct Scanner {
         let b0 = bytes[i]
         if b0 < 0x80 && b0 != 0x27 {
             let t0 = CharacterClasses(rawValue: table[Int(b0)])
-            if t0.contains(.letter) { return run(from: i + 1, any: .letter) }
+            if t0.contains(.letter) { return letterRun(from: i + 1) }
             if b0 == 0x20 && i + 1 < count && bytes[i + 1] < 0x80 {
                 let t1 = CharacterClasses(rawValue: table[Int(bytes[i + 1])])
-                if t1.contains(.letter) { return run(from: i + 2, any: .letter) }
+                if t1.contains(.letter) { return letterRun(from: i + 2) }
                 if t1.contains(.number) { return run(from: i + 2, any: .number) }
                 if t1.isDisjoint(with: Self.notOther) { return run(from: i + 2, none: Self.notOther) }
             } else if t0.contains(.number) {
