@@ -340,10 +340,10 @@ struct Scanner {
         if let end = contraction(at: i, ignoringCase: true) { return end }
         let (c0, l0) = classes(at: i)
         // [^\r\n\p{L}\p{N}]?+\p{L}++
-        if c0.contains(.letter) { return run(from: i, any: .letter) }
+        if c0.contains(.letter) { return letterRun(from: i + l0) }
         if c0.isDisjoint(with: Self.newlineOrNumber), i + l0 < count,
            classes(at: i + l0).classes.contains(.letter) {
-            return run(from: i + l0, any: .letter)
+            return letterRun(from: i + l0)
         }
         // \p{N}{1,3}+
         if c0.contains(.number) { return upToThreeNumbers(from: i + l0) }
