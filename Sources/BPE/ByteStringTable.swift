@@ -169,26 +169,10 @@ final class ByteStringTable: @unchecked Sendable {
         if (self.count + 1) * 2 > capacity { rehash(to: capacity * 2) }
         var slot = Slot(key: 0, value: 0,
                         meta: Self.tag(h) | UInt32(valueCount) << 16 | UInt32(count))
-        if count <= 8 {
-            slot.key = Self.prefix(bytes, count)
-        } else {
-            if keysUsed + count > keysCapacity {
-                keys = grown(keys, used: keysUsed, capacity: &keysCapacity, needed: keysUsed + count)
-            }
-            (keys + keysUsed).update(from: bytes, count: count)
-            slot.key = UInt64(keysUsed)
-            keysUsed += count
-        }
-        if valueCount == 1 {
-            slot.value = newValues.pointee
-        } else {
-            if valuesUsed + valueCount > valuesCapacity {
-                values = grown(values, used: valuesUsed, capacity: &valuesCapacity, needed: valuesUsed + valueCount)
-            }
-            (values + valuesUsed).update(from: newValues, count: valueCount)
-            slot.value = Int32(valuesUsed)
-            valuesUsed += valueCount
-        }
+        slot.key = count <= 8 ? Self.prefix(bytes, count)
+            : UInt64(Self.append(bytes, count: count, to: &keys, used: &keysUsed, capacity: &keysCapacity))
+        slot.value = valueCount == 1 ? newValues.pointee
+            : Int32(Self.append(newValues, count: valueCount, to: &values, used: &valuesUsed, capacity: &valuesCapacity))
         place(slot, hash: h)
         self.count += 1
     }
@@ -220,13 +204,20 @@ final class ByteStringTable: @unchecked Sendable {
         old.deallocate()
     }
 
-    private func grown<T>(_ pointer: UnsafeMutablePointer<T>, used: Int, capacity: inout Int,
-                          needed: Int) -> UnsafeMutablePointer<T> {
-        while capacity < needed { capacity *= 2 }
-        let bigger = UnsafeMutablePointer<T>.allocate(capacity: capacity)
-        bigger.moveInitialize(from: pointer, count: used)
-        pointer.deallocate()
-        return bigger
+    /// Copies `count` elements to the end of an arena (growing it by doubling); returns where
+    /// they start.
+    private static func append<T>(_ source: UnsafePointer<T>, count: Int, to arena: inout UnsafeMutablePointer<T>,
+                                  used: inout Int, capacity: inout Int) -> Int {
+        if used + count > capacity {
+            while capacity < used + count { capacity *= 2 }
+            let bigger = UnsafeMutablePointer<T>.allocate(capacity: capacity)
+            bigger.moveInitialize(from: arena, count: used)
+            arena.deallocate()
+            arena = bigger
+        }
+        (arena + used).update(from: source, count: count)
+        defer { used += count }
+        return used
     }
 }
 

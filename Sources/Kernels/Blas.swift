@@ -19,16 +19,15 @@ struct SystemBlas: @unchecked Sendable {
     let sgemm: Sgemm
     let setThreads: SetThreads?
 
+    /// `SWIFTGPT_BLAS`, lower-cased ("off" hides the system BLAS, "on" prefers it).
+    private static let setting = ProcessInfo.processInfo.environment["SWIFTGPT_BLAS"]?.lowercased()
+
     /// True when `SWIFTGPT_BLAS=on` asks `.automatic` gemm to prefer the system BLAS.
-    static let forced: Bool = {
-        let setting = ProcessInfo.processInfo.environment["SWIFTGPT_BLAS"]?.lowercased()
-        return ["on", "1", "yes", "true"].contains(setting ?? "")
-    }()
+    static let forced = ["on", "1", "yes", "true"].contains(setting ?? "")
 
     /// The library this process can use, or nil; looked up once and logged at debug level.
     static let shared: SystemBlas? = {
         let logger = Logger(label: "swiftgpt.kernels")
-        let setting = ProcessInfo.processInfo.environment["SWIFTGPT_BLAS"]?.lowercased()
         if let setting, ["off", "0", "no", "false", "none"].contains(setting) {
             logger.debug("gemm: SWIFTGPT_BLAS=\(setting), using the Swift kernel")
             return nil

@@ -63,6 +63,8 @@ public final class InferenceModel: @unchecked Sendable {
     private var keys: [UnsafeMutableBufferPointer<Float>] = []
     private var values: [UnsafeMutableBufferPointer<Float>] = []
     private var scratch = InferenceScratch()
+    /// base^(-2i/hd) for each rotary pair i, computed on first use.
+    private var rotaryFrequencies: [Double] = []
 
     public init(config: ModelConfig, tokenEmbedding: Matrix, positionEmbedding: [Float]?, layers: [Layer],
                 outputNorm: Norm, output: Matrix, owner: AnyObject?, pool: ThreadPool = .shared) {
@@ -207,10 +209,13 @@ public final class InferenceModel: @unchecked Sendable {
     /// turn by position · base^(-2i/hd).
     private func applyRotary(_ qkv: UnsafeMutableBufferPointer<Float>, T: Int, width: Int, heads: Int, offset: Int, base: Float) {
         let hd = config.headSize
+        if rotaryFrequencies.count != hd / 2 {
+            rotaryFrequencies = (0..<(hd / 2)).map { pow(Double(base), -2 * Double($0) / Double(hd)) }
+        }
         for t in 0..<T {
             let p = Double(position + t)
             for i in 0..<(hd / 2) {
-                let angle = p * pow(Double(base), -2 * Double(i) / Double(hd))
+                let angle = p * rotaryFrequencies[i]
                 let c = Float(cos(angle)), sn = Float(sin(angle))
                 for h in 0..<heads {
                     let x = qkv.baseAddress! + t * width + offset + h * hd + 2 * i
