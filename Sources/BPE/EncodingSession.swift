@@ -80,6 +80,8 @@ public final class EncodingSession: @unchecked Sendable {
             if wholePieceLookup, let (values, _) = tokenTable.find(piece, count, hash: h) {
                 buffer[written] = Int(values[0])
                 written += 1
+                // Into the cache too, so that next time one probe answers.
+                cache.insert(piece, count, hash: h, values: values, valueCount: 1)
                 continue
             }
             mergePiece(UnsafeBufferPointer(start: piece, count: count))

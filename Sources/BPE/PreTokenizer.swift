@@ -358,7 +358,13 @@ struct Scanner {
 
     @inline(__always)
     func o200kPiece(at i: Int) -> Int {
-        if let end = asciiCaseWord(at: i) { return contractionOrSelf(end) }
+        if bytes[i] < 0x80, let end = o200kASCIIPiece(at: i) { return end }
+        return o200kGeneralPiece(at: i)
+    }
+
+    /// o200k's pieces in general (kept out of line so the ASCII fast path inlines small).
+    @inline(never)
+    func o200kGeneralPiece(at i: Int) -> Int {
         let (c0, l0) = classes(at: i)
         // The optional prefix [^\r\n\p{L}\p{N}] is tried consumed first, then not (which
         // matters only for a mark: it is outside \p{L} yet inside both case classes).
@@ -407,28 +413,79 @@ struct Scanner {
         return j
     }
 
-    /// o200k's two word alternatives for a word made only of ASCII letters (optionally after one
-    /// prefix byte such as a space), or nil to take the general path: an upper-case run and then
-    /// a lower-case run ("Hello", "HTTPServer" -> "HTTPS"), or an upper-case run alone. A word
-    /// that runs on into a non-ASCII scalar may continue (marks, accented letters): nil.
+    /// o200k's pieces that start with an ASCII byte and need no scalar decoding, or nil to take
+    /// the general path: a word of ASCII letters, optionally after one prefix byte such as a
+    /// space, split by case (an upper-case run then a lower-case run: "Hello", "HTTPServer" ->
+    /// "HTTPS"), with its contraction; and punctuation. A word that runs on into a non-ASCII
+    /// scalar may continue (marks, accented letters): nil.
     @inline(__always)
-    func asciiCaseWord(at i: Int) -> Int? {
+    func o200kASCIIPiece(at i: Int) -> Int? {
         let b0 = bytes[i]
-        guard b0 < 0x80 else { return nil }
         var s = i
         if !isASCIILetter(b0) {
-            let t0 = CharacterClasses(rawValue: table[Int(b0)])
-            guard t0.isDisjoint(with: Self.newlineLetterOrNumber), i + 1 < count, isASCIILetter(bytes[i + 1]) else { return nil }
-            s = i + 1
+            guard i + 1 < count, bytes[i + 1] < 0x80 else { return nil }
+            let t0 = CharacterClasses(rawValue: table[Int(b0)]), b1 = bytes[i + 1]
+            if isASCIILetter(b1) && t0.isDisjoint(with: Self.newlineLetterOrNumber) {
+                s = i + 1
+            } else if Self.isOther(t0) || (b0 == 0x20 && Self.isOther(CharacterClasses(rawValue: table[Int(b1)]))) {
+                // No letter follows, so neither word alternative matches: ` ?[^\s\p{L}\p{N}]+[\r\n/]*`.
+                var j = run(from: b0 == 0x20 ? i + 1 : i, none: Self.notOther)
+                while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x2F) { j += 1 }
+                return j
+            } else {
+                return nil
+            }
         }
-        var j = s
-        while j < count && bytes[j] >= 0x41 && bytes[j] <= 0x5A { j += 1 }
-        var k = j
-        while k < count && bytes[k] >= 0x61 && bytes[k] <= 0x7A { k += 1 }
-        if k < count && bytes[k] >= 0x80 { return nil }
-        return k
+        let end = upperThenLowerRun(from: s)
+        guard end < count else { return end }
+        if bytes[end] >= 0x80 { return nil }
+        return bytes[end] == 0x27 ? contractionOrSelf(end) : end
     }
 
+    /// The end of `[A-Z]*[a-z]*` from `s`: one 8-byte load answers for words that end within
+    /// it (most do), with no branch per byte.
+    @inline(__always)
+    func upperThenLowerRun(from s: Int) -> Int {
+        guard s + 8 <= count else { return caseRun(from: caseRun(from: s, upper: true), upper: false) }
+        let word = UnsafeRawPointer(bytes.baseAddress! + s).loadUnaligned(as: UInt64.self)
+        let upper = Self.bytesInRange(word, first: 0x41), lower = Self.bytesInRange(word, first: 0x61)
+        let highBits: UInt64 = 0x8080_8080_8080_8080
+        // Bit 7 of the first byte that is not upper case (64: all eight are).
+        let upperEnd = (~upper & highBits).trailingZeroBitCount
+        if upperEnd == 64 { return caseRun(from: caseRun(from: s + 8, upper: true), upper: false) }
+        let lowerEnd = (~lower & highBits & (UInt64.max << UInt64(upperEnd - 7))).trailingZeroBitCount
+        if lowerEnd == 64 { return caseRun(from: s + 8, upper: false) }
+        return s + lowerEnd / 8
+    }
+
+    /// Bit 7 of each byte set where that byte is an ASCII letter in first...first + 25: adding
+    /// 0x80 - first sets bit 7 from `first` up, adding 0x80 - (first + 26) from past the end.
+    @inline(__always)
+    static func bytesInRange(_ word: UInt64, first: UInt64) -> UInt64 {
+        let y = word & 0x7F7F_7F7F_7F7F_7F7F
+        let fromFirst = (0x80 - first) &* 0x0101_0101_0101_0101
+        let pastLast = (0x80 - first - 26) &* 0x0101_0101_0101_0101
+        return (y &+ fromFirst) & ~(y &+ pastLast) & ~word & 0x8080_8080_8080_8080
+    }
+
+    /// The end of the run of ASCII upper-case (or lower-case) letters from `start`, 8 bytes at
+    /// a time.
+    @inline(__always)
+    func caseRun(from start: Int, upper: Bool) -> Int {
+        var j = start
+        let raw = UnsafeRawPointer(bytes.baseAddress!)
+        let first: UInt64 = upper ? 0x41 : 0x61
+        while j + 8 <= count {
+            let inRange = Self.bytesInRange(raw.loadUnaligned(fromByteOffset: j, as: UInt64.self), first: first)
+            if inRange != 0x8080_8080_8080_8080 {
+                return j + (~inRange & 0x8080_8080_8080_8080).trailingZeroBitCount / 8
+            }
+            j += 8
+        }
+        let low = UInt8(truncatingIfNeeded: first)
+        while j < count && bytes[j] >= low && bytes[j] < low + 26 { j += 1 }
+        return j
+    }
     @inline(__always)
     func isASCIILetter(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A }
 

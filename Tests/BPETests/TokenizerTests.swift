@@ -63,6 +63,29 @@ final class TokenizerTests: XCTestCase {
         }
     }
 
+    func testO200kASCIIFastPathSplitsAsTheGeneralScanner() {
+        // The general scanner is held to tiktoken by the parity fixtures; the ASCII fast path
+        // (words split by case, contractions, punctuation) must cut every text the same way.
+        // Texts mix the cases it decides with the ones it hands over (accents, marks, digits).
+        let atoms = ["a", "b", "Z", "HTTP", "Server", "the", "'", "'s", "'LL", "'re", " ", "  ", "\t", "\n",
+                     "\r\n", ".", ",", "/", "--", "\"", "é", "É", "\u{301}", "ß", "7", "42", "٣", "_", "!?"]
+        var generator = SplitMix64(seed: 7)
+        for _ in 0..<3000 {
+            var text = ""
+            for _ in 0..<Int(generator.next() % 24) { text += atoms[Int(generator.next() % UInt64(atoms.count))] }
+            var utf8 = Array(text.utf8)
+            utf8.withUnsafeMutableBufferPointer { buffer in
+                let scanner = Scanner(bytes: UnsafeBufferPointer(buffer))
+                var i = 0
+                while i < buffer.count {
+                    let end = scanner.o200kPiece(at: i)
+                    XCTAssertEqual(end, scanner.o200kGeneralPiece(at: i), "\(text.debugDescription) at byte \(i)")
+                    i = end
+                }
+            }
+        }
+    }
+
     func testIncrementalDecoderHoldsBackPartialCharacters() throws {
         let tokenizer = try gpt2()
         let text = try tortureText()
