@@ -23,7 +23,7 @@ let package = Package(
             "CKernels",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "BPE"),
+        .target(name: "BPE", dependencies: ["CKernels"]),
         .target(name: "Transformer", dependencies: ["Kernels", "BPE"]),
         .target(name: "Training", dependencies: ["Transformer", "Kernels"]),
         .target(name: "Generation", dependencies: ["Transformer", "Kernels"]),

@@ -1,3 +1,5 @@
+import CKernels
+
 /// An open-addressing hash table from byte strings to short runs of token ids, with keys and
 /// values in flat arenas: a lookup hashes the bytes 8 at a time, probes, compares, and hands back
 /// a pointer to the ids, allocating nothing.
@@ -5,22 +7,27 @@
 /// The tokenizer keeps one (immutable, shared) for "which token is exactly these bytes", and each
 /// encoding session one more as the cache of pieces it has already merged.
 ///
-/// A slot is 16 bytes, so four share a cache line: keys of up to 8 bytes (most pieces) live in
-/// the slot itself, as does a single value, so a hit on a short one-token piece reads one line.
+/// A slot is 32 bytes, two to a cache line: keys of up to 16 bytes (99.9% of English pieces)
+/// and up to three values live in the slot itself, so a lookup reads one line, which the
+/// encoder prefetches. Longer keys and runs of values go to the arenas.
 final class ByteStringTable: @unchecked Sendable {
     private struct Slot {
-        /// The key's bytes when it is 8 bytes or shorter (zero-padded); else its arena offset.
-        var key: UInt64
-        /// The value when there is one; else its arena offset.
-        var value: Int32
+        /// The key's bytes when it is 16 bytes or shorter (zero-padded); else key0 is its arena
+        /// offset.
+        var key0: UInt64
+        var key1: UInt64
+        /// The values when there are at most three; else the first is their arena offset.
+        var values: (Int32, Int32, Int32)
         /// Bits 0-15: key length (0xFFFF: empty slot); 16-23: value count; 24-31: 8 hash bits.
         var meta: UInt32
 
-        static let empty = Slot(key: 0, value: 0, meta: 0xFFFF)
+        static let empty = Slot(key0: 0, key1: 0, values: (0, 0, 0), meta: 0xFFFF)
         var isEmpty: Bool { meta & 0xFFFF == 0xFFFF }
         var keyLength: Int { Int(meta & 0xFFFF) }
         var valueCount: Int { Int((meta >> 16) & 0xFF) }
     }
+
+    static let inlineKeyLength = 16, inlineValueCount = 3
 
     /// Keys longer than this, or with more values than 255, are not stored (`insert` ignores
     /// them); both are far beyond what a cache gains from.
@@ -39,9 +46,9 @@ final class ByteStringTable: @unchecked Sendable {
         while capacity < expectedCount * 2 { capacity <<= 1 }
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: .empty, count: capacity)
-        keysCapacity = max(64, expectedCount * 8)
+        keysCapacity = max(64, expectedCount)
         keys = .allocate(capacity: keysCapacity)
-        valuesCapacity = max(64, expectedCount * 2)
+        valuesCapacity = max(64, expectedCount / 2)
         values = .allocate(capacity: valuesCapacity)
     }
 
@@ -93,15 +100,9 @@ final class ByteStringTable: @unchecked Sendable {
         while true {
             let slot = slots[i]
             if slot.isEmpty { return nil }
-            if slot.meta & 0xFF00_FFFF == want && slot.key == key { return values(of: slot, at: i) }
+            if slot.meta & 0xFF00_FFFF == want && slot.key0 == key { return values(at: i, count: slot.valueCount) }
             i = (i + 1) & mask
         }
-    }
-
-    /// The first 8 bytes (or fewer) as an integer, zero-padded.
-    @inline(__always)
-    private static func prefix(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> UInt64 {
-        loadPadded(bytes, min(count, 8))
     }
 
     /// `count` (0...8) bytes as a little-endian integer, zero-padded, with at most two loads
@@ -127,39 +128,50 @@ final class ByteStringTable: @unchecked Sendable {
     @inline(__always)
     private static func tag(_ h: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: h >> 56) << 24 }
 
-    /// Reads the slot a hash starts probing at, so a later `find` finds it in cache. Returns a
-    /// value to fold into a sink, which keeps the load from being optimised away.
+    /// Starts loading the slot a hash probes first, so that a `find` a little later finds it in
+    /// cache: the misses of consecutive lookups then overlap instead of following each other.
     @inline(__always)
-    func touch(hash h: UInt64) -> UInt32 {
-        slots[Int(truncatingIfNeeded: h) & (capacity - 1)].meta
+    func prefetch(hash h: UInt64) {
+        sg_prefetch(slots + (Int(truncatingIfNeeded: h) & (capacity - 1)))
     }
 
     /// The values stored for these bytes: (pointer, count), or nil. The pointer is valid until
     /// the next insert.
     @inline(__always)
     func find(_ bytes: UnsafePointer<UInt8>, _ count: Int, hash h: UInt64) -> (UnsafePointer<Int32>, Int)? {
-        if count <= 8 { return findShort(Self.prefix(bytes, count), count, hash: h) }
+        if count <= 8 { return findShort(Self.loadPadded(bytes, count), count, hash: h) }
         let mask = capacity - 1
         var i = Int(truncatingIfNeeded: h) & mask
         let want = Self.tag(h) | UInt32(truncatingIfNeeded: count)
+        if count <= Self.inlineKeyLength {
+            let key0 = UnsafeRawPointer(bytes).loadUnaligned(as: UInt64.self)
+            let key1 = Self.loadPadded(bytes + 8, count - 8)
+            while true {
+                let slot = slots[i]
+                if slot.isEmpty { return nil }
+                if slot.meta & 0xFF00_FFFF == want && slot.key0 == key0 && slot.key1 == key1 {
+                    return values(at: i, count: slot.valueCount)
+                }
+                i = (i + 1) & mask
+            }
+        }
         while true {
             let slot = slots[i]
             if slot.isEmpty { return nil }
-            if slot.meta & 0xFF00_FFFF == want && memcmpEqual(keys + Int(slot.key), bytes, count) {
-                return values(of: slot, at: i)
+            if slot.meta & 0xFF00_FFFF == want && memcmpEqual(keys + Int(slot.key0), bytes, count) {
+                return values(at: i, count: slot.valueCount)
             }
             i = (i + 1) & mask
         }
     }
 
-    /// A found slot's values: the one held in the slot itself, or a run in the arena.
+    /// A found slot's values: held in the slot itself, or a run in the arena.
     @inline(__always)
-    private func values(of slot: Slot, at i: Int) -> (UnsafePointer<Int32>, Int) {
-        let valueCount = slot.valueCount
-        if valueCount == 1 {
-            return (UnsafePointer(UnsafeMutableRawPointer(slots + i).advanced(by: 8).assumingMemoryBound(to: Int32.self)), 1)
-        }
-        return (UnsafePointer(values + Int(slot.value)), valueCount)
+    private func values(at i: Int, count: Int) -> (UnsafePointer<Int32>, Int) {
+        let inSlot = UnsafeRawPointer(slots + i).advanced(by: MemoryLayout<Slot>.offset(of: \Slot.values)!)
+            .assumingMemoryBound(to: Int32.self)
+        if count <= Self.inlineValueCount { return (inSlot, count) }
+        return (UnsafePointer(values + Int(inSlot.pointee)), count)
     }
 
     /// Stores `valueCount` values for the bytes (which must not be in the table yet).
@@ -167,12 +179,22 @@ final class ByteStringTable: @unchecked Sendable {
                 values newValues: UnsafePointer<Int32>, valueCount: Int) {
         guard count <= Self.maximumKeyLength, valueCount >= 1, valueCount <= 255 else { return }
         if (self.count + 1) * 2 > capacity { rehash(to: capacity * 2) }
-        var slot = Slot(key: 0, value: 0,
-                        meta: Self.tag(h) | UInt32(valueCount) << 16 | UInt32(count))
-        slot.key = count <= 8 ? Self.prefix(bytes, count)
-            : UInt64(Self.append(bytes, count: count, to: &keys, used: &keysUsed, capacity: &keysCapacity))
-        slot.value = valueCount == 1 ? newValues.pointee
-            : Int32(Self.append(newValues, count: valueCount, to: &values, used: &valuesUsed, capacity: &valuesCapacity))
+        var slot = Slot.empty
+        slot.meta = Self.tag(h) | UInt32(valueCount) << 16 | UInt32(count)
+        if count <= Self.inlineKeyLength {
+            slot.key0 = Self.loadPadded(bytes, min(count, 8))
+            slot.key1 = count > 8 ? Self.loadPadded(bytes + 8, count - 8) : 0
+        } else {
+            slot.key0 = UInt64(Self.append(bytes, count: count, to: &keys, used: &keysUsed, capacity: &keysCapacity))
+        }
+        withUnsafeMutableBytes(of: &slot.values) { inSlot in
+            let inSlot = inSlot.bindMemory(to: Int32.self)
+            if valueCount <= Self.inlineValueCount {
+                for k in 0..<valueCount { inSlot[k] = newValues[k] }
+            } else {
+                inSlot[0] = Int32(Self.append(newValues, count: valueCount, to: &values, used: &valuesUsed, capacity: &valuesCapacity))
+            }
+        }
         place(slot, hash: h)
         self.count += 1
     }
@@ -191,13 +213,12 @@ final class ByteStringTable: @unchecked Sendable {
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: .empty, count: capacity)
         for i in 0..<oldCapacity where !old[i].isEmpty {
-            var slot = old[i]
-            let length = slot.keyLength
+            let slot = old[i], length = slot.keyLength
             let h: UInt64
-            if length <= 8 {
-                h = withUnsafeBytes(of: &slot.key) { Self.hash($0.baseAddress!.assumingMemoryBound(to: UInt8.self), length) }
+            if length <= Self.inlineKeyLength {
+                h = withUnsafeBytes(of: (slot.key0, slot.key1)) { Self.hash($0.baseAddress!.assumingMemoryBound(to: UInt8.self), length) }
             } else {
-                h = Self.hash(keys + Int(slot.key), length)
+                h = Self.hash(keys + Int(slot.key0), length)
             }
             place(slot, hash: h)
         }

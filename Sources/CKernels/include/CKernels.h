@@ -80,6 +80,9 @@ void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, lo
 /// IEEE half to float (for scales and F16 tensors).
 float sg_half_to_float(unsigned short h);
 
+/// Asks for the cache line at `address` ahead of its use (no fault if it is not mapped).
+static inline void sg_prefetch(const void *address) { __builtin_prefetch(address, 0, 3); }
+
 #ifdef __cplusplus
 }
 #endif
