@@ -33,13 +33,16 @@ final class ByteStringTable: @unchecked Sendable {
     /// them); both are far beyond what a cache gains from.
     static let maximumKeyLength = 0xFFFE
 
-    private var slots: UnsafeMutablePointer<Slot>
-    private var capacity: Int
-    private var keys: UnsafeMutablePointer<UInt8>
-    private var keysUsed = 0, keysCapacity: Int
-    private var values: UnsafeMutablePointer<Int32>
-    private var valuesUsed = 0, valuesCapacity: Int
-    private(set) var count = 0
+    // One thread writes a table at a time (a session's cache belongs to one encode call; the
+    // shared token table is only read), so Swift's run-time exclusivity checks, a runtime call
+    // per access, are turned off.
+    @exclusivity(unchecked) private var slots: UnsafeMutablePointer<Slot>
+    @exclusivity(unchecked) private var capacity: Int
+    @exclusivity(unchecked) private var keys: UnsafeMutablePointer<UInt8>
+    @exclusivity(unchecked) private var keysUsed = 0, keysCapacity: Int
+    @exclusivity(unchecked) private var values: UnsafeMutablePointer<Int32>
+    @exclusivity(unchecked) private var valuesUsed = 0, valuesCapacity: Int
+    @exclusivity(unchecked) private(set) var count = 0
 
     init(expectedCount: Int = 1024) {
         capacity = 16

@@ -24,11 +24,17 @@
 public final class EncodingSession: @unchecked Sendable {
     unowned let tokenizer: Tokenizer
     private let cache = ByteStringTable(expectedCount: 32768)
-    private var parts: [Int32] = []
-    private var ranks: [UInt64] = []
+    /// Pieces the cache lacked, waiting to be resolved together at the next flush.
+    // A session serves one thread at a time, so Swift's run-time exclusivity checks on its
+    // state (a runtime call per access, 15% of encoding) are turned off.
+    @exclusivity(unchecked) private var misses: [Miss] = []
+    /// Their ids once resolved: misses[i]'s are missIDs[missStarts[i]..<missStarts[i + 1]].
+    @exclusivity(unchecked) private var missIDs: [Int32] = []
+    @exclusivity(unchecked) private var missStarts: [Int] = []
+    private let batchedMerge = BatchedMerge()
 
-    private var buffer = UnsafeMutablePointer<Int>.allocate(capacity: 4096)
-    private var bufferCapacity = 4096
+    @exclusivity(unchecked) private var buffer = UnsafeMutablePointer<Int>.allocate(capacity: 4096)
+    @exclusivity(unchecked) private var bufferCapacity = 4096
 
 
     /// A session of `tokenizer`, which must outlive it.
@@ -45,13 +51,26 @@ public final class EncodingSession: @unchecked Sendable {
     /// Appends the ids of the valid UTF-8 `bytes` to `ids`.
     public func encodeOrdinary(_ bytes: UnsafeBufferPointer<UInt8>, into ids: inout [Int]) {
         guard let base = bytes.baseAddress else { return }
-        let cache = self.cache, tokenTable = tokenizer.tokenTable
-        let wholePieceLookup = tokenizer.wholePieceLookup, pattern = tokenizer.preTokenizer
+        let cache = self.cache, pattern = tokenizer.preTokenizer
         // Ids collect in `buffer` and move to `ids` in blocks: appending one at a time costs a
         // uniqueness and capacity check each. A piece never gives more ids than it has bytes.
         var written = 0
         func flush() {
-            ids.append(contentsOf: UnsafeBufferPointer(start: buffer, count: written))
+            if misses.isEmpty {
+                ids.append(contentsOf: UnsafeBufferPointer(start: buffer, count: written))
+            } else {
+                resolveMisses()
+                // Runs of ids as they are, and each placeholder replaced by its miss's ids.
+                var runStart = 0
+                for k in 0..<written where buffer[k] < 0 {
+                    ids.append(contentsOf: UnsafeBufferPointer(start: buffer + runStart, count: k - runStart))
+                    let miss = -buffer[k] - 1
+                    ids.append(contentsOf: missIDs[missStarts[miss]..<missStarts[miss + 1]].lazy.map { Int($0) })
+                    runStart = k + 1
+                }
+                ids.append(contentsOf: UnsafeBufferPointer(start: buffer + runStart, count: written - runStart))
+                misses.removeAll(keepingCapacity: true)
+            }
             written = 0
         }
         // Pieces are scanned `lookahead` ahead of their lookup, their cache slots prefetched, so
@@ -88,19 +107,12 @@ public final class EncodingSession: @unchecked Sendable {
                 written += valueCount
                 continue
             }
-            if wholePieceLookup, let (values, _) = tokenTable.find(piece, count, hash: h) {
-                buffer[written] = Int(values[0])
-                written += 1
-                // Into the cache too, so that next time one probe answers.
-                cache.insert(piece, count, hash: h, values: values, valueCount: 1)
-                continue
-            }
-            mergePiece(UnsafeBufferPointer(start: piece, count: count))
-            parts.withUnsafeBufferPointer { merged in
-                cache.insert(piece, count, hash: h, values: merged.baseAddress!, valueCount: merged.count)
-                for (k, id) in merged.enumerated() { buffer[written + k] = Int(id) }
-                written += merged.count
-            }
+            // Not cached: resolved at the next flush together with the other misses (their
+            // memory accesses overlap there). A placeholder, -(index + 1), holds the place.
+            buffer[written] = -(misses.count + 1)
+            written += 1
+            misses.append(Miss(start: piece, count: count, hash: h))
+            if misses.count == Self.missBatch { flush() }
         }
         }
         flush()
@@ -145,40 +157,163 @@ public final class EncodingSession: @unchecked Sendable {
         buffer = .allocate(capacity: capacity)
     }
 
-    /// BPE on one piece; the result is left in `parts`.
-    private func mergePiece(_ piece: UnsafeBufferPointer<UInt8>) {
-        let byteTokens = tokenizer.byteTokens, merges = tokenizer.merges
-        parts.removeAll(keepingCapacity: true)
-        for byte in piece where byteTokens[Int(byte)] >= 0 { parts.append(byteTokens[Int(byte)]) }
-        let n = parts.count
-        if n <= 1 { return }
-        ranks.removeAll(keepingCapacity: true)
-        ranks.append(contentsOf: repeatElement(.max, count: n))
-        var live = n
-        parts.withUnsafeMutableBufferPointer { parts in
-            ranks.withUnsafeMutableBufferPointer { ranks in
-                // ranks[i]: the merge of parts[i] and parts[i + 1] as rank << 32 | merged
-                // (UInt64.max: none). Merging shifts both arrays left by one.
-                for i in 0..<(n - 1) { ranks[i] = merges.lookup(parts[i], parts[i + 1]) }
-                while live > 1 {
-                    var best = 0, bestRank = ranks[0] >> 32
-                    for i in 1..<(live - 1) where ranks[i] >> 32 < bestRank {
-                        best = i
-                        bestRank = ranks[i] >> 32
-                    }
-                    if ranks[best] == .max { break }
-                    parts[best] = Int32(truncatingIfNeeded: ranks[best])
-                    for i in (best + 1)..<(live - 1) {
-                        parts[i] = parts[i + 1]
-                        ranks[i] = ranks[i + 1]
-                    }
-                    live -= 1
-                    ranks[live - 1] = .max
-                    if best > 0 { ranks[best - 1] = merges.lookup(parts[best - 1], parts[best]) }
-                    if best < live - 1 { ranks[best] = merges.lookup(parts[best], parts[best + 1]) }
+    /// Misses resolved at a time (their placeholders wait in the output buffer meanwhile).
+    private static let missBatch = 256
+
+    /// A piece the cache lacked.
+    private struct Miss {
+        let start: UnsafePointer<UInt8>, count: Int, hash: UInt64
+    }
+
+    /// Finds the ids of every pending miss: whole tokens from the token table, the rest by BPE,
+    /// all in one batch so that their table lookups (each a likely cache miss) overlap. Each
+    /// goes into the cache.
+    private func resolveMisses() {
+        let tokenTable = tokenizer.tokenTable, wholePieceLookup = tokenizer.wholePieceLookup
+        if wholePieceLookup { for miss in misses { tokenTable.prefetch(hash: miss.hash) } }
+        // Whole tokens first; the other pieces go to BPE.
+        var wholeTokens = [Int32](repeating: -1, count: misses.count)
+        batchedMerge.begin(tokenizer: tokenizer)
+        for (i, miss) in misses.enumerated() {
+            if wholePieceLookup, let (values, _) = tokenTable.find(miss.start, miss.count, hash: miss.hash) {
+                wholeTokens[i] = values.pointee
+            } else {
+                batchedMerge.add(UnsafeBufferPointer(start: miss.start, count: miss.count), tag: i)
+            }
+        }
+        batchedMerge.run()
+        missIDs.removeAll(keepingCapacity: true)
+        missStarts.removeAll(keepingCapacity: true)
+        for (i, miss) in misses.enumerated() {
+            missStarts.append(missIDs.count)
+            if wholeTokens[i] >= 0 {
+                missIDs.append(wholeTokens[i])
+            } else {
+                missIDs.append(contentsOf: batchedMerge.result(tag: i))
+            }
+            // A piece can miss twice in one batch: the cache takes it once.
+            let added = missIDs.count - missStarts[i]
+            if cache.find(miss.start, miss.count, hash: miss.hash) == nil {
+                missIDs.withUnsafeBufferPointer { ids in
+                    cache.insert(miss.start, miss.count, hash: miss.hash, values: ids.baseAddress! + missStarts[i], valueCount: added)
                 }
             }
         }
-        parts.removeLast(n - live)
+        missStarts.append(missIDs.count)
+    }
+}
+
+/// BPE on a batch of pieces at once, in lockstep: each round applies one merge to every piece
+/// that has one left, and prefetches the pair-table slots its next round will read. One piece's
+/// merges depend on each other, so alone it waits out a memory access per merge; a batch's
+/// accesses overlap.
+///
+/// Within a piece this is the rank-ordered BPE of tiktoken: the adjacent pair of lowest rank
+/// merges first (the leftmost of equals), and pieces are short, so each round rescans them.
+final class BatchedMerge {
+    /// Per piece: where its parts and ranks start, how many parts are live, and the positions
+    /// whose pair ranks must be looked up at the start of its next round (-1: none).
+    private struct Piece {
+        var offset: Int, live: Int
+        var tag: Int
+        var pendingLeft = -1, pendingRight = -1
+    }
+
+    private var pieces: [Piece] = []
+    /// The pieces' parts (token ids) and, for each part but the last, the merge of it and the
+    /// next as rank << 32 | merged id (UInt64.max: none).
+    private var parts: [Int32] = []
+    private var ranks: [UInt64] = []
+    private var tagToPiece: [Int] = []
+    private var merges: PairTable!
+    private var byteTokens: [Int32] = []
+
+    func begin(tokenizer: Tokenizer) {
+        merges = tokenizer.merges
+        byteTokens = tokenizer.byteTokens
+        pieces.removeAll(keepingCapacity: true)
+        parts.removeAll(keepingCapacity: true)
+        ranks.removeAll(keepingCapacity: true)
+        tagToPiece.removeAll(keepingCapacity: true)
+    }
+
+    /// Adds a piece; `tag` (0, 1, 2, ...) names it for `result`.
+    func add(_ bytes: UnsafeBufferPointer<UInt8>, tag: Int) {
+        let offset = parts.count
+        for byte in bytes where byteTokens[Int(byte)] >= 0 { parts.append(byteTokens[Int(byte)]) }
+        let live = parts.count - offset
+        ranks.append(contentsOf: repeatElement(.max, count: live))
+        while tagToPiece.count <= tag { tagToPiece.append(-1) }
+        tagToPiece[tag] = pieces.count
+        pieces.append(Piece(offset: offset, live: live, tag: tag))
+    }
+
+    /// The ids of the piece added with `tag`, after `run`.
+    func result(tag: Int) -> ArraySlice<Int32> {
+        let piece = pieces[tagToPiece[tag]]
+        return parts[piece.offset..<(piece.offset + piece.live)]
+    }
+
+    func run() {
+        let merges = self.merges!
+        parts.withUnsafeMutableBufferPointer { parts in
+        ranks.withUnsafeMutableBufferPointer { ranks in
+        pieces.withUnsafeMutableBufferPointer { pieces in
+            // Every adjacent pair's rank: all independent lookups, prefetched first.
+            for piece in pieces where piece.live > 1 {
+                for i in piece.offset..<(piece.offset + piece.live - 1) { merges.prefetch(parts[i], parts[i + 1]) }
+            }
+            for piece in pieces where piece.live > 1 {
+                for i in piece.offset..<(piece.offset + piece.live - 1) { ranks[i] = merges.lookup(parts[i], parts[i + 1]) }
+            }
+            var active = Array(pieces.indices.filter { pieces[$0].live > 1 })
+            while !active.isEmpty {
+                var stillActive = 0
+                for index in active {
+                    var piece = pieces[index]
+                    let o = piece.offset
+                    if piece.pendingLeft >= 0 { ranks[o + piece.pendingLeft] = merges.lookup(parts[o + piece.pendingLeft], parts[o + piece.pendingLeft + 1]) }
+                    if piece.pendingRight >= 0 { ranks[o + piece.pendingRight] = merges.lookup(parts[o + piece.pendingRight], parts[o + piece.pendingRight + 1]) }
+                    piece.pendingLeft = -1
+                    piece.pendingRight = -1
+                    // The lowest-ranked pair (leftmost among equals).
+                    var best = 0, bestRank = ranks[o] >> 32
+                    if piece.live > 2 {
+                        for i in 1..<(piece.live - 1) where ranks[o + i] >> 32 < bestRank {
+                            best = i
+                            bestRank = ranks[o + i] >> 32
+                        }
+                    }
+                    if ranks[o + best] == .max {
+                        pieces[index] = piece
+                        continue
+                    }
+                    parts[o + best] = Int32(truncatingIfNeeded: ranks[o + best])
+                    for i in (best + 1)..<(piece.live - 1) {
+                        parts[o + i] = parts[o + i + 1]
+                        ranks[o + i] = ranks[o + i + 1]
+                    }
+                    piece.live -= 1
+                    ranks[o + piece.live - 1] = .max
+                    // The merged part's new pairs: prefetched now, read next round.
+                    if best > 0 {
+                        piece.pendingLeft = best - 1
+                        merges.prefetch(parts[o + best - 1], parts[o + best])
+                    }
+                    if best < piece.live - 1 {
+                        piece.pendingRight = best
+                        merges.prefetch(parts[o + best], parts[o + best + 1])
+                    }
+                    pieces[index] = piece
+                    if piece.live > 1 {
+                        active[stillActive] = index
+                        stillActive += 1
+                    }
+                }
+                active.removeLast(active.count - stillActive)
+            }
+        }
+        }
+        }
     }
 }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// An open-addressing hash map from a pair of token ids to the merge that joins them:
 /// `(left, right) -> (rank, merged id)`. Lower rank merges first.
 ///
@@ -58,6 +60,12 @@ final class PairTable: @unchecked Sendable {
             if found.key == Self.empty { return .max }
             i = (i + 1) & (capacity - 1)
         }
+    }
+
+    /// Starts loading the slot where (left, right) is looked up first.
+    @inline(__always)
+    func prefetch(_ left: Int32, _ right: Int32) {
+        sg_prefetch(entriesStorage + slot(for: Self.key(left, right)))
     }
 
     /// Every merge, in no particular order.

@@ -37,6 +37,7 @@ struct TokenizerBench: ParsableCommand {
         // Cold: a fresh session, so every distinct piece goes through BPE once.
         let coldStart = DispatchTime.now().uptimeNanoseconds
         var coldIds: [Int] = []
+        coldIds.reserveCapacity(data.count / 3)  // as Tokenizer.encodeOrdinary does
         EncodingSession(tokenizer: encoder).encodeOrdinary(text, into: &coldIds)
         let cold = Double(DispatchTime.now().uptimeNanoseconds - coldStart) / 1e9
         // Held out: a fresh session that has encoded the first half, timed on the second half
@@ -44,6 +45,7 @@ struct TokenizerBench: ParsableCommand {
         let halves = splitAtNewlines(text, pieces: 2)
         let heldOutSession = EncodingSession(tokenizer: encoder)
         var heldOutIds: [Int] = []
+        heldOutIds.reserveCapacity(data.count / 3)
         heldOutSession.encodeOrdinary(halves[0], into: &heldOutIds)
         heldOutIds.removeAll(keepingCapacity: true)
         let heldOutStart = DispatchTime.now().uptimeNanoseconds
