@@ -377,7 +377,12 @@ struct Scanner {
         if c0.contains(.number) { return upToThreeNumbers(from: i + l0) }
         // ' ?[^\s\p{L}\p{N}]+[\r\n/]*'
         if let end = punctuation(at: i, c0, trailingSlash: true) { return end }
-        // Whitespace: \s*[\r\n]+ | \s+(?!\S) | \s+
+        return o200kWhitespace(at: i)
+    }
+
+    /// o200k's whitespace alternatives at `i`: `\s*[\r\n]+ | \s+(?!\S) | \s+`.
+    @inline(__always)
+    func o200kWhitespace(at i: Int) -> Int {
         let runEnd = run(from: i, any: .whitespace)
         if let end = lastNewlineEnd(from: i, runEnd: runEnd) { return end }
         if runEnd == count { return count }
@@ -413,10 +418,10 @@ struct Scanner {
         return j
     }
 
-    /// o200k's pieces that start with an ASCII byte and need no scalar decoding, or nil to take
-    /// the general path: a word of ASCII letters, optionally after one prefix byte such as a
-    /// space, split by case (an upper-case run then a lower-case run: "Hello", "HTTPServer" ->
-    /// "HTTPS"), with its contraction; and punctuation. A word that runs on into a non-ASCII
+    /// o200k's pieces that start with an ASCII byte followed by another, or nil to take the
+    /// general path: a word of ASCII letters, optionally after one prefix byte such as a space,
+    /// split by case (an upper-case run then a lower-case run: "Hello", "HTTPServer" ->
+    /// "HTTPS"), with its contraction; punctuation; numbers; whitespace. A word that runs on into a non-ASCII
     /// scalar may continue (marks, accented letters): nil.
     @inline(__always)
     func o200kASCIIPiece(at i: Int) -> Int? {
@@ -432,6 +437,11 @@ struct Scanner {
                 var j = run(from: b0 == 0x20 ? i + 1 : i, none: Self.notOther)
                 while j < count && (bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == 0x2F) { j += 1 }
                 return j
+            } else if t0.contains(.number) {
+                return upToThreeNumbers(from: i + 1)
+            } else if t0.contains(.whitespace) {
+                // No letter follows (an ASCII non-letter cannot start either case run).
+                return o200kWhitespace(at: i)
             } else {
                 return nil
             }
