@@ -69,8 +69,12 @@ public final class Tokenizer: Sendable {
         if let missing = (0x20..<0x7F).first(where: { byteTokens[$0] < 0 }) {
             throw TokenizerError("the vocabulary has no token for the byte 0x\(String(missing, radix: 16, uppercase: true)); byte-level BPE needs every byte")
         }
-        let table = PairTable(expectedCount: merges?.count ?? tokenBytes.count * 4)
+        guard tokenBytes.count < PairTable.idLimit, (merges?.count ?? 0) < PairTable.idLimit else {
+            throw TokenizerError("vocabularies and merge lists of \(PairTable.idLimit) entries or more are not supported")
+        }
+        let table: PairTable
         if let merges {
+            table = PairTable(expectedCount: merges.count)
             for (rank, merge) in merges.enumerated() {
                 table.insert(left: merge.0, right: merge.1, rank: Int32(rank), merged: merge.2)
             }
@@ -79,16 +83,21 @@ public final class Tokenizer: Sendable {
                 tokenTable.find(bytes.baseAddress!, bytes.count,
                                 hash: ByteStringTable.hash(bytes.baseAddress!, bytes.count))?.0.pointee
             }
+            // Every split of every token into two tokens (collected first, so the table is
+            // sized for them: its size is its speed).
+            var pairs: [(left: Int32, right: Int32, id: Int32)] = []
             for (id, bytes) in tokenBytes.enumerated() where bytes.count >= 2 {
                 bytes.withUnsafeBufferPointer { b in
                     for split in 1..<b.count {
                         if let left = lookup(UnsafeBufferPointer(rebasing: b[..<split])),
                            let right = lookup(UnsafeBufferPointer(rebasing: b[split...])) {
-                            table.insert(left: left, right: right, rank: Int32(id), merged: Int32(id))
+                            pairs.append((left, right, Int32(id)))
                         }
                     }
                 }
             }
+            table = PairTable(expectedCount: pairs.count)
+            for pair in pairs { table.insert(left: pair.left, right: pair.right, rank: pair.id, merged: pair.id) }
         }
         self.tokenBytes = tokenBytes
         self.byteTokens = byteTokens

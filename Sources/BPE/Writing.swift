@@ -10,7 +10,7 @@ extension Tokenizer {
     public func mergeList() throws -> [(left: Int, right: Int)] {
         switch mergeSource {
         case .mergeList:
-            return merges.entries.sorted { $0.rank < $1.rank }.map { (Int($0.left), Int($0.right)) }
+            return merges.merges.sorted { $0.rank < $1.rank }.map { (Int($0.left), Int($0.right)) }
         case .ranks:
             var result: [(left: Int, right: Int)] = []
             for (id, bytes) in tokenBytes.enumerated() where bytes.count >= 2 {
