@@ -176,6 +176,13 @@ final class ByteStringTable: @unchecked Sendable {
         return (UnsafePointer(values + Int(inSlot.pointee)), count)
     }
 
+    /// Makes room for `expectedCount` keys without rehashing on the way.
+    func reserveCapacity(_ expectedCount: Int) {
+        var newCapacity = capacity
+        while newCapacity < expectedCount * 2 { newCapacity <<= 1 }
+        if newCapacity > capacity { rehash(to: newCapacity) }
+    }
+
     /// Stores `valueCount` values for the bytes (which must not be in the table yet).
     func insert(_ bytes: UnsafePointer<UInt8>, _ count: Int, hash h: UInt64,
                 values newValues: UnsafePointer<Int32>, valueCount: Int) {
