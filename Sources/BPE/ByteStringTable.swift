@@ -176,6 +176,14 @@ final class ByteStringTable: @unchecked Sendable {
         return (UnsafePointer(values + Int(inSlot.pointee)), count)
     }
 
+    /// Forgets every key, keeping the memory.
+    func removeAll() {
+        slots.update(repeating: .empty, count: capacity)
+        keysUsed = 0
+        valuesUsed = 0
+        count = 0
+    }
+
     /// Makes room for `expectedCount` keys without rehashing on the way.
     func reserveCapacity(_ expectedCount: Int) {
         var newCapacity = capacity

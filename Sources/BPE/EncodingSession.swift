@@ -58,6 +58,9 @@ public final class EncodingSession: @unchecked Sendable {
     /// Appends the ids of the valid UTF-8 `bytes` to `ids`.
     public func encodeOrdinary(_ bytes: UnsafeBufferPointer<UInt8>, into ids: inout [Int]) {
         guard let base = bytes.baseAddress else { return }
+        // A long-lived session (a server's) would otherwise grow its cache with every distinct
+        // piece it ever sees: past a million (about 64 MB) it starts over.
+        if cache.count > Self.cacheLimit { cache.removeAll() }
         // About one distinct piece per 150 bytes of English in the first megabytes (fewer after).
         cache.reserveCapacity(min(bytes.count / 256, 1 << 17))
         let cache = self.cache, pattern = tokenizer.preTokenizer
@@ -165,6 +168,9 @@ public final class EncodingSession: @unchecked Sendable {
         bufferCapacity = capacity
         buffer = .allocate(capacity: capacity)
     }
+
+    /// The most pieces a session's cache keeps between encode calls.
+    static let cacheLimit = 1 << 20
 
     /// Misses resolved at a time (their placeholders wait in the output buffer meanwhile).
     private static let missBatch = 256

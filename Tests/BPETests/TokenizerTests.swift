@@ -86,6 +86,36 @@ final class TokenizerTests: XCTestCase {
         }
     }
 
+    func testByteStringTableFindsWhatItHoldsAndForgets() {
+        // Keys of every storage class: inline short (<= 8 bytes), inline long (<= 16), arena
+        // (> 16); values inline (<= 3) and in the arena; enough keys to rehash twice.
+        let table = ByteStringTable(expectedCount: 16)
+        let keys = (0..<200).map { i in Array("k\(i)-\(String(repeating: "x", count: i % 40))".utf8) }
+        func values(_ i: Int) -> [Int32] { (0..<(1 + i % 5)).map { Int32(i * 10 + $0) } }
+        func find(_ key: [UInt8]) -> [Int32]? {
+            key.withUnsafeBufferPointer { b in
+                table.find(b.baseAddress!, b.count, hash: ByteStringTable.hash(b.baseAddress!, b.count))
+                    .map { Array(UnsafeBufferPointer(start: $0.0, count: $0.1)) }
+            }
+        }
+        for round in 0..<2 {
+            for (i, key) in keys.enumerated() {
+                key.withUnsafeBufferPointer { b in
+                    values(i).withUnsafeBufferPointer { v in
+                        table.insert(b.baseAddress!, b.count, hash: ByteStringTable.hash(b.baseAddress!, b.count),
+                                     values: v.baseAddress!, valueCount: v.count)
+                    }
+                }
+            }
+            XCTAssertEqual(table.count, keys.count)
+            for (i, key) in keys.enumerated() { XCTAssertEqual(find(key), values(i), "round \(round), key \(i)") }
+            XCTAssertNil(find(Array("absent".utf8)))
+            table.removeAll()
+            XCTAssertEqual(table.count, 0)
+            XCTAssertNil(find(keys[7]))
+        }
+    }
+
     func testIncrementalDecoderHoldsBackPartialCharacters() throws {
         let tokenizer = try gpt2()
         let text = try tortureText()
