@@ -234,14 +234,15 @@ final class BatchedMerge {
         var pendingLeft = -1, pendingRight = -1
     }
 
-    private var pieces: [Piece] = []
+    // One session's, used by one thread at a time: no run-time exclusivity checks.
+    @exclusivity(unchecked) private var pieces: [Piece] = []
     /// The pieces' parts (token ids) and, for each part but the last, the merge of it and the
     /// next as rank << 32 | merged id (UInt64.max: none).
-    private var parts: [Int32] = []
-    private var ranks: [UInt64] = []
-    private var tagToPiece: [Int] = []
-    private var merges: PairTable!
-    private var byteTokens: [Int32] = []
+    @exclusivity(unchecked) private var parts: [Int32] = []
+    @exclusivity(unchecked) private var ranks: [UInt64] = []
+    @exclusivity(unchecked) private var tagToPiece: [Int] = []
+    @exclusivity(unchecked) private var merges: PairTable?
+    @exclusivity(unchecked) private var byteTokens: [Int32] = []
 
     func begin(tokenizer: Tokenizer) {
         merges = tokenizer.merges
@@ -270,7 +271,7 @@ final class BatchedMerge {
     }
 
     func run() {
-        let merges = self.merges!
+        guard let merges else { return }
         parts.withUnsafeMutableBufferPointer { parts in
         ranks.withUnsafeMutableBufferPointer { ranks in
         pieces.withUnsafeMutableBufferPointer { pieces in
