@@ -73,14 +73,18 @@ public final class EncodingSession: @unchecked Sendable {
             } else {
                 resolveMisses()
                 // Runs of ids as they are, and each placeholder replaced by its miss's ids.
-                var runStart = 0
-                for k in 0..<written where buffer[k] < 0 {
-                    ids.append(contentsOf: UnsafeBufferPointer(start: buffer + runStart, count: k - runStart))
-                    let miss = -buffer[k] - 1
-                    ids.append(contentsOf: missIDs[missStarts[miss]..<missStarts[miss + 1]].lazy.map { Int($0) })
-                    runStart = k + 1
+                missIDs.withUnsafeBufferPointer { missIDs in
+                    missStarts.withUnsafeBufferPointer { missStarts in
+                        var runStart = 0
+                        for k in 0..<written where buffer[k] < 0 {
+                            ids.append(contentsOf: UnsafeBufferPointer(start: buffer + runStart, count: k - runStart))
+                            let miss = -buffer[k] - 1
+                            for j in missStarts[miss]..<missStarts[miss + 1] { ids.append(Int(missIDs[j])) }
+                            runStart = k + 1
+                        }
+                        ids.append(contentsOf: UnsafeBufferPointer(start: buffer + runStart, count: written - runStart))
+                    }
                 }
-                ids.append(contentsOf: UnsafeBufferPointer(start: buffer + runStart, count: written - runStart))
                 misses.removeAll(keepingCapacity: true)
             }
             written = 0
