@@ -116,6 +116,33 @@ final class TokenizerTests: XCTestCase {
         }
     }
 
+    func testBatchedMergeMatchesOnePieceAtATime() throws {
+        // The lockstep BPE of a whole batch against the plain loop, one piece at a time, for a
+        // rank file (merged id = rank) and a merge list (merged id from the vocabulary).
+        let tokenizers = [try gpt2(), try Tokenizer.load(path: try assetURL("tokenizers/gpt2").path)]
+        var generator = SplitMix64(seed: 11)
+        let atoms = ["the", "ing", " ", "  ", "q", "zz", "é", "ß", "日本", "🙂", "\n", "'", "Ab", "xyzzy", "0", "-"]
+        var pieces: [[UInt8]] = (0..<300).map { _ in
+            var text = ""
+            for _ in 0..<Int(1 + generator.next() % 12) { text += atoms[Int(generator.next() % UInt64(atoms.count))] }
+            return Array(text.utf8)
+        }
+        pieces.append(Array(repeating: 0x20, count: 300))
+        pieces.append(Array("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8))
+        for tokenizer in tokenizers {
+            let batch = BatchedMerge()
+            batch.begin(tokenizer: tokenizer)
+            for (tag, piece) in pieces.enumerated() {
+                piece.withUnsafeBufferPointer { batch.add($0, tag: tag) }
+            }
+            batch.run()
+            for (tag, piece) in pieces.enumerated() {
+                let expected = piece.withUnsafeBufferPointer { tokenizer.mergeParts(of: $0, belowRank: .max) }
+                XCTAssertEqual(Array(batch.result(tag: tag)), expected, "\(tokenizer.mergeSource) piece \(tag)")
+            }
+        }
+    }
+
     func testIncrementalDecoderHoldsBackPartialCharacters() throws {
         let tokenizer = try gpt2()
         let text = try tortureText()
