@@ -26,10 +26,14 @@ struct PrepareCommand: ParsableCommand {
     @Option(help: "Tokens per shard.")
     var shardTokens = 100_000_000
 
+    @Option(help: "Threads (default: all cores): that many files are read and tokenized at once.")
+    var threads: Int?
+
     func validate() throws {
         guard !input.isEmpty else { throw ValidationError("--input needs at least one file") }
         guard valFraction >= 0 && valFraction < 1 else { throw ValidationError("--val-fraction must be in [0, 1), got \(valFraction)") }
         guard shardTokens > 0 else { throw ValidationError("--shard-tokens must be positive") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive") }
     }
 
     func run() throws {
@@ -38,13 +42,24 @@ struct PrepareCommand: ParsableCommand {
             throw ValidationError("the tokenizer has \(encoder.vocabularySize) ids; llm.c shards hold uint16 ids (at most 65,536)")
         }
         let separator = encoder.id(of: "<|endoftext|>")
+        let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
         var train: [Int] = [], validation: [Int] = []
-        for path in input {
-            var ids = encoder.encodeOrdinary(try readUTF8(path))
-            if let separator { ids.insert(separator, at: 0) }  // documents start with <|endoftext|>, as GPT-2's data
-            let cut = ids.count - Int(Double(ids.count) * valFraction)
-            train += ids[..<cut]
-            validation += ids[cut...]
+        // Files in waves of one per thread (memory holds one wave's ids), kept in input order.
+        for wave in stride(from: 0, to: input.count, by: pool.threadCount) {
+            let paths = Array(input[wave..<min(input.count, wave + pool.threadCount)])
+            var documents = [Result<[Int], Error>](repeating: .success([]), count: paths.count)
+            documents.withUnsafeMutableBufferPointer { documents in
+                pool.parallelFor(paths.count) { i in
+                    documents[i] = Result { encoder.encodeOrdinary(try readUTF8(paths[i])) }
+                }
+            }
+            for document in documents {
+                var ids = try document.get()
+                if let separator { ids.insert(separator, at: 0) }  // documents start with <|endoftext|>, as GPT-2's data
+                let cut = ids.count - Int(Double(ids.count) * valFraction)
+                train += ids[..<cut]
+                validation += ids[cut...]
+            }
         }
         let directory = URL(fileURLWithPath: output)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
