@@ -100,38 +100,38 @@ public final class EncodingSession: @unchecked Sendable {
                            PendingPiece.none, PendingPiece.none, PendingPiece.none, PendingPiece.none,
                            PendingPiece.none, PendingPiece.none, PendingPiece.none, PendingPiece.none)
         withUnsafeMutablePointer(to: &ringStorage) { ringTuple in
-        let ring = UnsafeMutableRawPointer(ringTuple).assumingMemoryBound(to: PendingPiece.self)
-        var head = 0, pending = 0
-        while pending < lookahead, let range = pieces.next() {
-            ring[pending] = PendingPiece(range, in: bytes, cache: cache)
-            pending += 1
-        }
-        while pending > 0 {
-            let current = ring[head]
-            if let range = pieces.next() {
-                ring[head] = PendingPiece(range, in: bytes, cache: cache)
-            } else {
-                pending -= 1
+            let ring = UnsafeMutableRawPointer(ringTuple).assumingMemoryBound(to: PendingPiece.self)
+            var head = 0, pending = 0
+            while pending < lookahead, let range = pieces.next() {
+                ring[pending] = PendingPiece(range, in: bytes, cache: cache)
+                pending += 1
             }
-            head = (head + 1) & (lookahead - 1)
-            let piece = base + current.start, count = current.count, h = current.hash
-            if written + count > bufferCapacity {
-                flush()
-                if count > bufferCapacity { growBuffer(to: count) }
+            while pending > 0 {
+                let current = ring[head]
+                if let range = pieces.next() {
+                    ring[head] = PendingPiece(range, in: bytes, cache: cache)
+                } else {
+                    pending -= 1
+                }
+                head = (head + 1) & (lookahead - 1)
+                let piece = base + current.start, count = current.count, h = current.hash
+                if written + count > bufferCapacity {
+                    flush()
+                    if count > bufferCapacity { growBuffer(to: count) }
+                }
+                let found = current.isShort ? cache.findShort(current.key, count, hash: h) : cache.find(piece, count, hash: h)
+                if let (values, valueCount) = found {
+                    for k in 0..<valueCount { buffer[written + k] = Int(values[k]) }
+                    written += valueCount
+                    continue
+                }
+                // Not cached: resolved at the next flush together with the other misses (their
+                // memory accesses overlap there). A placeholder, -(index + 1), holds the place.
+                buffer[written] = -(misses.count + 1)
+                written += 1
+                misses.append(Miss(start: piece, count: count, hash: h))
+                if misses.count == Self.missBatch { flush() }
             }
-            let found = current.isShort ? cache.findShort(current.key, count, hash: h) : cache.find(piece, count, hash: h)
-            if let (values, valueCount) = found {
-                for k in 0..<valueCount { buffer[written + k] = Int(values[k]) }
-                written += valueCount
-                continue
-            }
-            // Not cached: resolved at the next flush together with the other misses (their
-            // memory accesses overlap there). A placeholder, -(index + 1), holds the place.
-            buffer[written] = -(misses.count + 1)
-            written += 1
-            misses.append(Miss(start: piece, count: count, hash: h))
-            if misses.count == Self.missBatch { flush() }
-        }
         }
         flush()
     }
