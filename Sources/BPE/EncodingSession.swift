@@ -62,8 +62,7 @@ public final class EncodingSession: @unchecked Sendable {
         // piece it ever sees: past a million (about 64 MB) it starts over.
         if cache.count > Self.cacheLimit { cache.removeAll() }
         // English has about one distinct piece per 150 bytes of its first megabytes, fewer after
-        // (12 MB of Shakespeare has 84k). Reserving one per 256 bytes and growing once measured
-        // better than one per 128: that ran the warm loop 20% slower, for reasons not found.
+        // (12 MB of Shakespeare has 84k): room for one per 256 bytes, growing once at most.
         cache.reserveCapacity(min(bytes.count / 256, 1 << 17))
         let cache = self.cache, pattern = tokenizer.preTokenizer
         // Ids collect in `buffer` and move to `ids` in blocks: appending one at a time costs a
