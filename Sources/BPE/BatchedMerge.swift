@@ -10,7 +10,6 @@ final class BatchedMerge {
     /// whose pair ranks must be looked up at the start of its next round (-1: none).
     private struct Piece {
         var offset: Int, live: Int
-        var tag: Int
         var pendingLeft = -1, pendingRight = -1
     }
 
@@ -41,7 +40,7 @@ final class BatchedMerge {
         ranks.append(contentsOf: repeatElement(.max, count: live))
         while tagToPiece.count <= tag { tagToPiece.append(-1) }
         tagToPiece[tag] = pieces.count
-        pieces.append(Piece(offset: offset, live: live, tag: tag))
+        pieces.append(Piece(offset: offset, live: live))
     }
 
     /// The ids of the piece added with `tag`, after `run`.
@@ -53,63 +52,63 @@ final class BatchedMerge {
     func run() {
         guard let merges else { return }
         parts.withUnsafeMutableBufferPointer { parts in
-        ranks.withUnsafeMutableBufferPointer { ranks in
-        pieces.withUnsafeMutableBufferPointer { pieces in
-            // Every adjacent pair's rank: all independent lookups, prefetched first.
-            for piece in pieces where piece.live > 1 {
-                for i in piece.offset..<(piece.offset + piece.live - 1) { merges.prefetch(parts[i], parts[i + 1]) }
-            }
-            for piece in pieces where piece.live > 1 {
-                for i in piece.offset..<(piece.offset + piece.live - 1) { ranks[i] = merges.lookup(parts[i], parts[i + 1]) }
-            }
-            var active = Array(pieces.indices.filter { pieces[$0].live > 1 })
-            while !active.isEmpty {
-                var stillActive = 0
-                for index in active {
-                    var piece = pieces[index]
-                    let o = piece.offset
-                    if piece.pendingLeft >= 0 { ranks[o + piece.pendingLeft] = merges.lookup(parts[o + piece.pendingLeft], parts[o + piece.pendingLeft + 1]) }
-                    if piece.pendingRight >= 0 { ranks[o + piece.pendingRight] = merges.lookup(parts[o + piece.pendingRight], parts[o + piece.pendingRight + 1]) }
-                    piece.pendingLeft = -1
-                    piece.pendingRight = -1
-                    // The lowest-ranked pair (leftmost among equals).
-                    var best = 0, bestRank = ranks[o] >> 32
-                    if piece.live > 2 {
-                        for i in 1..<(piece.live - 1) where ranks[o + i] >> 32 < bestRank {
-                            best = i
-                            bestRank = ranks[o + i] >> 32
+            ranks.withUnsafeMutableBufferPointer { ranks in
+                pieces.withUnsafeMutableBufferPointer { pieces in
+                    // Every adjacent pair's rank: all independent lookups, prefetched first.
+                    for piece in pieces where piece.live > 1 {
+                        for i in piece.offset..<(piece.offset + piece.live - 1) { merges.prefetch(parts[i], parts[i + 1]) }
+                    }
+                    for piece in pieces where piece.live > 1 {
+                        for i in piece.offset..<(piece.offset + piece.live - 1) { ranks[i] = merges.lookup(parts[i], parts[i + 1]) }
+                    }
+                    var active = Array(pieces.indices.filter { pieces[$0].live > 1 })
+                    while !active.isEmpty {
+                        var stillActive = 0
+                        for index in active {
+                            var piece = pieces[index]
+                            let o = piece.offset
+                            if piece.pendingLeft >= 0 { ranks[o + piece.pendingLeft] = merges.lookup(parts[o + piece.pendingLeft], parts[o + piece.pendingLeft + 1]) }
+                            if piece.pendingRight >= 0 { ranks[o + piece.pendingRight] = merges.lookup(parts[o + piece.pendingRight], parts[o + piece.pendingRight + 1]) }
+                            piece.pendingLeft = -1
+                            piece.pendingRight = -1
+                            // The lowest-ranked pair (leftmost among equals).
+                            var best = 0, bestRank = ranks[o] >> 32
+                            if piece.live > 2 {
+                                for i in 1..<(piece.live - 1) where ranks[o + i] >> 32 < bestRank {
+                                    best = i
+                                    bestRank = ranks[o + i] >> 32
+                                }
+                            }
+                            if ranks[o + best] == .max {
+                                pieces[index] = piece
+                                continue
+                            }
+                            parts[o + best] = Int32(truncatingIfNeeded: ranks[o + best])
+                            for i in (best + 1)..<(piece.live - 1) {
+                                parts[o + i] = parts[o + i + 1]
+                                ranks[o + i] = ranks[o + i + 1]
+                            }
+                            piece.live -= 1
+                            ranks[o + piece.live - 1] = .max
+                            // The merged part's new pairs: prefetched now, read next round.
+                            if best > 0 {
+                                piece.pendingLeft = best - 1
+                                merges.prefetch(parts[o + best - 1], parts[o + best])
+                            }
+                            if best < piece.live - 1 {
+                                piece.pendingRight = best
+                                merges.prefetch(parts[o + best], parts[o + best + 1])
+                            }
+                            pieces[index] = piece
+                            if piece.live > 1 {
+                                active[stillActive] = index
+                                stillActive += 1
+                            }
                         }
-                    }
-                    if ranks[o + best] == .max {
-                        pieces[index] = piece
-                        continue
-                    }
-                    parts[o + best] = Int32(truncatingIfNeeded: ranks[o + best])
-                    for i in (best + 1)..<(piece.live - 1) {
-                        parts[o + i] = parts[o + i + 1]
-                        ranks[o + i] = ranks[o + i + 1]
-                    }
-                    piece.live -= 1
-                    ranks[o + piece.live - 1] = .max
-                    // The merged part's new pairs: prefetched now, read next round.
-                    if best > 0 {
-                        piece.pendingLeft = best - 1
-                        merges.prefetch(parts[o + best - 1], parts[o + best])
-                    }
-                    if best < piece.live - 1 {
-                        piece.pendingRight = best
-                        merges.prefetch(parts[o + best], parts[o + best + 1])
-                    }
-                    pieces[index] = piece
-                    if piece.live > 1 {
-                        active[stillActive] = index
-                        stillActive += 1
+                        active.removeLast(active.count - stillActive)
                     }
                 }
-                active.removeLast(active.count - stillActive)
             }
-        }
-        }
         }
     }
 }

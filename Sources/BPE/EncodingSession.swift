@@ -59,7 +59,7 @@ public final class EncodingSession: @unchecked Sendable {
     public func encodeOrdinary(_ bytes: UnsafeBufferPointer<UInt8>, into ids: inout [Int]) {
         guard let base = bytes.baseAddress else { return }
         // A long-lived session (a server's) would otherwise grow its cache with every distinct
-        // piece it ever sees: past a million (about 64 MB) it starts over.
+        // piece it ever sees: past half a million (its table then 64 MB) it starts over.
         if cache.count > Self.cacheLimit { cache.removeAll() }
         // English has about one distinct piece per 150 bytes of its first megabytes, fewer after
         // (12 MB of Shakespeare has 84k): room for one per 256 bytes, growing once at most.
@@ -176,8 +176,9 @@ public final class EncodingSession: @unchecked Sendable {
         buffer = .allocate(capacity: capacity)
     }
 
-    /// The most pieces a session's cache keeps between encode calls.
-    static let cacheLimit = 1 << 20
+    /// The most pieces a session's cache keeps between encode calls. Its table then has 2^21
+    /// 32-byte slots (64 MB), with room for as many pieces again before it doubles.
+    static let cacheLimit = 1 << 19
 
     /// Misses resolved at a time (their placeholders wait in the output buffer meanwhile).
     private static let missBatch = 256
