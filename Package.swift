@@ -44,12 +44,12 @@ let package = Package(
             "SwiftGPT", "CommandSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        // Helpers the test targets share (running the Python references).
-        .target(name: "TestSupport", path: "Tests/Support"),
+        // Helpers the test targets share (running the Python references, the PyTorch fixtures).
+        .target(name: "TestSupport", dependencies: ["Transformer", "Kernels"], path: "Tests/Support"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels"]),
         .testTarget(name: "BPETests", dependencies: ["TestSupport", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TransformerTests", dependencies: ["TestSupport", "Transformer", "Kernels"], exclude: ["Fixtures"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Transformer", "Kernels"]),
+        .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels"]),
         .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
         .testTarget(name: "ServerTests", dependencies: ["Server"]),

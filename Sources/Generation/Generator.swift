@@ -46,12 +46,14 @@ public struct GenerationResult: Sendable {
 /// Prefill then decode with the KV cache, sampling, stop sequences and streaming text that never
 /// splits a UTF-8 character or shows part of a stop sequence.
 public final class Generator: @unchecked Sendable {
-    public let model: InferenceModel
+    public let model: LanguageModel
     public let tokenizer: Tokenizer
     /// Ids that end generation (EOS and end-of-turn tokens).
     public var endTokens: Set<Int>
+    /// The sequence's keys and values, kept between calls to reuse its memory.
+    private var cache: KVCache?
 
-    public init(model: InferenceModel, tokenizer: Tokenizer, endTokens: Set<Int>? = nil) {
+    public init(model: LanguageModel, tokenizer: Tokenizer, endTokens: Set<Int>? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.endTokens = endTokens ?? Set(["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "</s>", "<|end_of_text|>"]
@@ -71,14 +73,16 @@ public final class Generator: @unchecked Sendable {
         guard prompt.count < context else {
             throw ModelError("the prompt has \(prompt.count) tokens; the model's context is \(context)")
         }
-        try model.reset(capacity: min(context, prompt.count + max(1, options.maxTokens)))
+        let capacity = min(context, prompt.count + max(1, options.maxTokens))
+        if let cache, cache.capacity >= capacity { cache.reset() } else { cache = try KVCache(model, capacity: capacity) }
+        let cache = self.cache!
         var sampler = Sampler(options: options.sampling)
         sampler.observe(prompt)
         var decoder = IncrementalDecoder(tokenizer: tokenizer)
         var stopper = StopSequenceFilter(stops: options.stop)
 
         let promptStart = Date()
-        var logits = try model.forward(prompt)
+        var logits = try model.forward(prompt, cache: cache)
         let promptSeconds = Date().timeIntervalSince(promptStart)
         let start = Date()
         var tokens: [Int] = []
@@ -97,8 +101,8 @@ public final class Generator: @unchecked Sendable {
                 reason = .stop
                 break
             }
-            if model.position >= model.cacheCapacity { break }
-            logits = try model.forward([sampled.id])
+            if cache.count >= capacity { break }
+            logits = try model.forward([sampled.id], cache: cache)
         }
         if reason == .length || !stopper.stopped {
             let rest = stopper.finish(decoder.finish())

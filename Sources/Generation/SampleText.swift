@@ -1,23 +1,23 @@
 import BPE
 import Transformer
 
-/// Continues `prompt` by `maxTokens` tokens with a GPT model, re-running the whole window for
-/// each new token (no KV cache): for the short samples printed during training.
-public func sampleText(model: GPT, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
+/// Continues `prompt` by up to `maxTokens` tokens (fewer when the context fills up) with the
+/// model's KV cache: for the short samples printed during training.
+public func sampleText(model: LanguageModel, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
                        temperature: Float = 0.8, topK: Int? = 40, seed: UInt64 = 0) throws -> String {
     var ids = tokenizer.encode(prompt, allowedSpecial: .all)
     if ids.isEmpty { ids = [tokenizer.id(of: "<|endoftext|>") ?? 0] }
+    ids = Array(ids.suffix(model.config.contextLength - 1))
+    let cache = try KVCache(model, capacity: min(model.config.contextLength, ids.count + maxTokens))
     var sampler = Sampler(temperature: temperature, topK: topK, seed: seed)
     var decoder = IncrementalDecoder(tokenizer: tokenizer)
     var text = ""
-    let vocabulary = model.config.vocabularySize
+    var logits = try model.forward(ids, cache: cache)
     for _ in 0..<maxTokens {
-        let window = Array(ids.suffix(model.config.contextLength)).map(Int32.init)
-        try model.forward(tokens: window, targets: nil, batch: 1, length: window.count)
-        let last = UnsafeBufferPointer(rebasing: model.logits[((window.count - 1) * vocabulary)..<(window.count * vocabulary)])
-        let next = sampler.sample(last)
-        ids.append(next)
+        let next = sampler.sample(logits)
         text += try decoder.append(next)
+        if cache.count >= cache.capacity { break }
+        logits = try model.forward([next], cache: cache)
     }
     return text + decoder.finish()
 }

@@ -24,7 +24,7 @@ public final class AdamWOptimizer: @unchecked Sendable {
     }
 
     /// One update of every parameter of `model` from its gradients, at `learningRate`.
-    public func update(_ model: GPT, learningRate: Float) {
+    public func update(_ model: LanguageModel, learningRate: Float) {
         precondition(model.trainable, "AdamWOptimizer: the model has no gradients")
         step += 1
         for entry in model.layout.entries {

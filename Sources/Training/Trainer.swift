@@ -37,17 +37,19 @@ public struct StepReport: Sendable {
 /// warmup and cosine decay, periodic validation, and checkpoints that resume exactly (same seed,
 /// same thread count: the same bits as a run that never stopped).
 public final class Trainer {
-    public let model: GPT
+    public let model: LanguageModel
     public let optimizer: AdamWOptimizer
     public let options: TrainingOptions
     public let tokenizer: Tokenizer?
+    /// Saved with the tokenizer in each checkpoint (a chat model's template).
+    public var chatTemplate: String?
     public private(set) var sampler: BatchSampler
     public let validation: [(inputs: [Int32], targets: [Int32])]
     public let schedule: LearningRateSchedule
     public private(set) var step = 0
     public private(set) var history: [StepReport] = []
 
-    public init(model: GPT, tokenizer: Tokenizer?, train: [TokenShard.Reader], validation: [TokenShard.Reader],
+    public init(model: LanguageModel, tokenizer: Tokenizer?, train: [TokenShard.Reader], validation: [TokenShard.Reader],
                 options: TrainingOptions) throws {
         guard options.batchSize > 0, options.sequenceLength > 0, options.gradientAccumulation > 0, options.steps > 0 else {
             throw ModelError("batch size, sequence length, gradient accumulation and steps must be positive")
@@ -127,7 +129,7 @@ public final class Trainer {
 
     /// Saves the model, tokenizer, optimizer moments and trainer state into `directory`.
     public func save(to directory: URL) throws {
-        try Checkpoint.save(model, tokenizer: tokenizer, to: directory)
+        try Checkpoint.save(model, tokenizer: tokenizer, chatTemplate: chatTemplate, to: directory)
         try SafetensorsFile.write([
             (name: "exp_avg", shape: [optimizer.firstMoment.count], values: UnsafeBufferPointer(optimizer.firstMoment)),
             (name: "exp_avg_sq", shape: [optimizer.secondMoment.count], values: UnsafeBufferPointer(optimizer.secondMoment)),

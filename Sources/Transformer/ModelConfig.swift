@@ -13,6 +13,10 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         case learned
         case rotary(base: Float)
     }
+    /// Which dimensions of a head RoPE turns together: Hugging Face's `halves` (i, i + hd/2) or
+    /// GGUF's `adjacent` pairs (2i, 2i + 1). The same model in the other layout has the rows of its
+    /// query and key projections permuted (`RotaryPairing.permutation`).
+    public enum RotaryPairing: String, Sendable, Codable { case halves, adjacent }
 
     public var family: Family
     public var vocabularySize: Int
@@ -34,8 +38,16 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// The output layer shares the token embedding matrix.
     public var tiedEmbeddings: Bool
     public var dropout: Float
+    /// The layout of the query and key projections' rows (rotary models only).
+    public var rotaryPairing: RotaryPairing = .halves
 
     public var headSize: Int { embeddingSize / headCount }
+    /// Width of the keys (and of the values) of one position: key/value heads × head size.
+    public var keyValueSize: Int { keyValueHeadCount * headSize }
+    /// Rows of the fused query|key|value projection.
+    public var qkvSize: Int { headCount * headSize + 2 * keyValueSize }
+    /// Rows of the MLP's input projection: gate|up fused for SwiGLU (2H), else H.
+    public var mlpInputSize: Int { activation == .swiglu ? 2 * hiddenSize : hiddenSize }
 
     /// A GPT-2 family config: learned positions, pre-LayerNorm, 4× MLP, biases, tied output.
     public static func gpt2(layers: Int, heads: Int, embedding: Int, vocabularySize: Int = 50257,
@@ -46,6 +58,20 @@ public struct ModelConfig: Equatable, Sendable, Codable {
                     keyValueHeadCount: heads, hiddenSize: 4 * embedding, activation: activation,
                     norm: .layerNorm, normEpsilon: 1e-5, positions: .learned, bias: bias,
                     tiedEmbeddings: true, dropout: dropout)
+    }
+
+    /// A Llama family config: rotary positions, RMSNorm, SwiGLU MLP, no biases, grouped-query
+    /// attention with `keyValueHeads` key/value heads.
+    ///
+    ///     ModelConfig.llama(layers: 6, heads: 6, keyValueHeads: 2, embedding: 384, hidden: 1024, vocabularySize: 4096)
+    public static func llama(layers: Int, heads: Int, keyValueHeads: Int, embedding: Int, hidden: Int,
+                             vocabularySize: Int, contextLength: Int = 1024, ropeBase: Float = 10_000,
+                             normEpsilon: Float = 1e-5, tiedEmbeddings: Bool = true, dropout: Float = 0) -> ModelConfig {
+        ModelConfig(family: .llama, vocabularySize: vocabularySize, contextLength: contextLength,
+                    embeddingSize: embedding, layerCount: layers, headCount: heads,
+                    keyValueHeadCount: keyValueHeads, hiddenSize: hidden, activation: .swiglu,
+                    norm: .rmsNorm, normEpsilon: normEpsilon, positions: .rotary(base: ropeBase), bias: false,
+                    tiedEmbeddings: tiedEmbeddings, dropout: dropout)
     }
 
     /// The problems that make this config unusable, each naming the field; empty when valid.

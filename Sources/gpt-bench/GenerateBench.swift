@@ -17,35 +17,36 @@ struct GenerateBench: ParsableCommand {
 
     func run() throws {
         guard prompt > 0, generate > 0, repetitions > 0 else { throw ValidationError("--prompt, --generate and --repetitions must be positive") }
-        let (inference, _, _) = try ModelLoader.load(path: model)
+        let inference = try ModelLoader.load(path: model).model
         let config = inference.config
         guard prompt + generate <= config.contextLength else { throw ValidationError("pp + tg exceed the context length \(config.contextLength)") }
         var generator = SplitMix64(seed: 1)
         let tokens = (0..<prompt).map { _ in Int(generator.next() % UInt64(config.vocabularySize)) }
         if !json {
-            print("\(model): \(config.family) \(config.layerCount) layers, width \(config.embeddingSize), \(String(format: "%.1f", Double(inference.weightBytes) / 1e6)) MB of weights per token")
+            print("\(model): \(config.family) \(config.layerCount) layers, width \(config.embeddingSize), \(String(format: "%.1f", Double(inference.weights.bytesPerToken) / 1e6)) MB of weights per token")
         }
         for threadCount in threads.counts {
             inference.pool = ThreadPool(threadCount: threadCount)
             var pp: [Double] = [], tg: [Double] = []
+            let cache = try KVCache(inference, capacity: prompt + generate)
             for _ in 0..<repetitions {
-                try inference.reset(capacity: prompt + generate)
+                cache.reset()
                 var start = DispatchTime.now().uptimeNanoseconds
-                _ = try inference.forward(tokens)
+                _ = try inference.forward(tokens, cache: cache)
                 pp.append(Double(prompt) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
                 // tg: one token at a time after a one-token prompt, as llama-bench's tg128.
-                try inference.reset(capacity: generate + 1)
-                _ = try inference.forward([tokens[0]])
+                cache.reset()
+                _ = try inference.forward([tokens[0]], cache: cache)
                 start = DispatchTime.now().uptimeNanoseconds
                 var next = tokens[1]
                 for _ in 0..<generate {
-                    let logits = try inference.forward([next])
+                    let logits = try inference.forward([next], cache: cache)
                     next = Sampler.argmax(logits)
                 }
                 tg.append(Double(generate) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
             }
             let ppMedian = pp.sorted()[pp.count / 2], tgMedian = tg.sorted()[tg.count / 2]
-            let bandwidth = tgMedian * Double(inference.weightBytes) / 1e9
+            let bandwidth = tgMedian * Double(inference.weights.bytesPerToken) / 1e9
             if json {
                 print(jsonLine(["bench": "generate", "threads": threadCount, "pp": prompt, "tg": generate,
                                 "pp_tokens_per_sec": ppMedian, "tg_tokens_per_sec": tgMedian, "weight_gb_per_sec": bandwidth]))

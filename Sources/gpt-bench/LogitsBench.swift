@@ -19,9 +19,8 @@ struct LogitsBench: ParsableCommand {
             return id
         }
         guard !ids.isEmpty else { throw ValidationError("--tokens is empty") }
-        let (inference, _, _) = try ModelLoader.load(path: model)
-        try inference.reset(capacity: ids.count)
-        let logits = try inference.forward(ids)
+        let inference = try ModelLoader.load(path: model).model
+        let logits = try inference.forward(ids, cache: try KVCache(inference, capacity: ids.count))
         try Data(buffer: logits).write(to: URL(fileURLWithPath: out), options: .atomic)
     }
 }

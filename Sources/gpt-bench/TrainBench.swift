@@ -71,7 +71,7 @@ struct TrainBench: ParsableCommand {
 
     /// Median seconds of one training step of ours.
     func swiftStep(config: ModelConfig, threads: Int) throws -> Double {
-        let model = try GPT(config: config, pool: ThreadPool(threadCount: threads))
+        let model = try LanguageModel(config: config, pool: ThreadPool(threadCount: threads))
         model.initializeWeights(seed: 1)
         let optimizer = AdamWOptimizer(parameterCount: model.layout.totalCount, settings: AdamWSettings())
         var generator = SplitMix64(seed: 7)

@@ -39,7 +39,8 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let options = try sampling.options()
-        let (model, tokenizer, _) = try ModelLoader.load(path: model, pool: sampling.pool)
+        let loaded = try ModelLoader.load(path: model, pool: sampling.pool)
+        let (model, tokenizer) = (loaded.model, loaded.tokenizer)
         let generator = Generator(model: model, tokenizer: tokenizer)
         let ids = tokenizer.encode(prompt, allowedSpecial: .all)
         let result = try generator.generate(prompt: ids, options: options) { event in
@@ -69,7 +70,8 @@ struct ChatCommand: ParsableCommand {
 
     func run() throws {
         var options = try sampling.options()
-        let (model, tokenizer, template) = try ModelLoader.load(path: model, pool: sampling.pool)
+        let loaded = try ModelLoader.load(path: model, pool: sampling.pool)
+        let (model, tokenizer, template) = (loaded.model, loaded.tokenizer, loaded.chatTemplate)
         guard let template, template.format != .unknown else {
             throw ValidationError("the model has no chat template SwiftGPT recognises (ChatML, Llama 3, Zephyr); use gpt generate")
         }

@@ -13,11 +13,12 @@ struct InfoCommand: ParsableCommand {
     @Option(help: "Sequences at once.") var batch = 1
 
     func run() throws {
-        let (inference, tokenizer, template) = try ModelLoader.load(path: model, pool: .serial)
-        let config = inference.config
+        let loaded = try ModelLoader.load(path: model, pool: .serial)
+        let (tokenizer, template) = (loaded.tokenizer, loaded.chatTemplate)
+        let config = loaded.model.config
         let context = ctx ?? min(config.contextLength, 2048)
         guard context > 0, batch > 0 else { throw ValidationError("--ctx and --batch must be positive") }
-        let weightBytes = Double(inference.weightBytes)
+        let weightBytes = Double(loaded.model.weights.bytesPerToken)
         let kvDimension = config.keyValueHeadCount * config.headSize
         let kvBytes = 2.0 * Double(config.layerCount * context * kvDimension * batch) * 4
         let scoresBytes = Double(batch * config.headCount) * Double(context) * Double(context) * 4

@@ -4,11 +4,14 @@ import Foundation
 import SwiftGPT
 import Synchronization
 
-/// `gpt train`: pre-train a GPT-2 family model from scratch on token shards.
+/// `gpt train`: train a GPT-2 or Llama family model on token shards, from scratch or from a
+/// pretrained model (`--init`: a checkpoint directory or a GGUF file, dequantised to fp32).
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a GPT model on shards from gpt prepare; writes checkpoints, metrics.jsonl and loss.svg.")
+        abstract: "Train a GPT-2 or Llama model on shards from gpt prepare; writes checkpoints, metrics.jsonl and loss.svg.")
+
+    enum Architecture: String, ExpressibleByArgument, CaseIterable { case gpt2, llama }
 
     enum Preset: String, ExpressibleByArgument, CaseIterable {
         case tiny, small, gpt2
@@ -24,12 +27,17 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "The directory gpt prepare wrote (shards and tokenizer).") var data: String
     @Option(help: "The checkpoint directory to write.") var out: String
+    @Option(help: "Architecture: gpt2 (learned positions, LayerNorm, GELU/ReLU) or llama (RoPE, RMSNorm, SwiGLU, grouped-query attention).")
+    var arch: Architecture = .gpt2
+    @Option(help: "Start from this pretrained model (checkpoint directory or .gguf) instead of random weights.") var initFrom: String?
     @Option(help: "Model size: tiny (4x128), small (6x384), gpt2 (12x768).") var preset: Preset = .tiny
     @Option(help: "Layers (overrides the preset).") var nLayer: Int?
     @Option(help: "Attention heads.") var nHead: Int?
+    @Option(help: "Key/value heads (llama; default: a third of the heads when they divide, else all).") var nKvHead: Int?
     @Option(help: "Embedding width.") var nEmbd: Int?
+    @Option(help: "MLP hidden width (default 4x width for gpt2, 8/3x rounded up to 64 for llama).") var nHidden: Int?
     @Option(help: "Context length of the model and of each training row.") var seqLen: Int?
-    @Option(help: "MLP activation: gelu or relu.") var activation: String = "gelu"
+    @Option(help: "MLP activation (gpt2): gelu or relu.") var activation: String = "gelu"
     @Option(help: "Rows per micro-batch.") var batchSize = 16
     @Option(help: "Micro-batches per step.") var gradAccum = 1
     @Option(help: "Optimisation steps (default 1000; with --resume, the saved run's).") var steps: Int?
@@ -62,23 +70,26 @@ struct TrainCommand: ParsableCommand {
         guard !train.isEmpty else { throw ValidationError("\(data): no train_*.bin shards (run gpt prepare first)") }
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
 
-        let model: GPT
+        let model: LanguageModel
         var options: TrainingOptions
+        var chatTemplate: String?
         if resume {
             model = try Checkpoint.load(outURL, pool: pool)
+            chatTemplate = Checkpoint.chatTemplate(in: outURL)
             options = try Trainer.savedOptions(in: outURL)
             if let steps { options.steps = steps }
         } else {
-            let (layers, heads, embedding, length) = preset.shape
-            var config = ModelConfig.gpt2(layers: nLayer ?? layers, heads: nHead ?? heads, embedding: nEmbd ?? embedding,
-                                          vocabularySize: tokenizer.vocabularySize, contextLength: seqLen ?? length,
-                                          activation: activation == "relu" ? .relu : .gelu, dropout: dropout)
-            config.dropout = dropout
-            model = try GPT(config: config, pool: pool)
-            model.initializeWeights(seed: seed)
+            if let initFrom {
+                let loaded = try ModelLoader.load(path: initFrom, pool: pool, trainable: true, ggufWeights: .dequantized)
+                model = loaded.model
+                chatTemplate = loaded.chatTemplateSource
+            } else {
+                model = try LanguageModel(config: try newConfig(vocabularySize: tokenizer.vocabularySize), pool: pool)
+                model.initializeWeights(seed: seed)
+            }
             options = TrainingOptions()
             options.batchSize = batchSize
-            options.sequenceLength = config.contextLength
+            options.sequenceLength = min(seqLen ?? preset.shape.3, model.config.contextLength)
             options.gradientAccumulation = gradAccum
             options.steps = steps ?? 1000
             options.learningRate = lr
@@ -91,9 +102,10 @@ struct TrainCommand: ParsableCommand {
         }
         if resume { model.pool = pool }
         let trainer = try Trainer(model: model, tokenizer: tokenizer, train: train, validation: validation, options: options)
+        trainer.chatTemplate = chatTemplate
         if resume { try trainer.restore(from: outURL) }
         let config = model.config
-        FileHandle.standardError.write(Data("model: \(config.layerCount) layers, \(config.headCount) heads, width \(config.embeddingSize), context \(config.contextLength), \(config.parameterCount.formatted()) parameters; \(pool.threadCount) threads\n".utf8))
+        FileHandle.standardError.write(Data("model: \(config.family), \(config.layerCount) layers, \(config.headCount) heads, width \(config.embeddingSize), context \(config.contextLength), \(config.parameterCount.formatted()) parameters; \(pool.threadCount) threads\n".utf8))
 
         do {
             try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
@@ -136,6 +148,29 @@ struct TrainCommand: ParsableCommand {
         }
         try save(trainer, to: outURL)
         FileHandle.standardError.write(Data("\ndone: \(out) (model.safetensors, config.json, tokenizer, metrics.jsonl, loss.svg)\n".utf8))
+    }
+
+    /// The config of a new model from the preset and the size options.
+    func newConfig(vocabularySize: Int) throws -> ModelConfig {
+        let (layers, heads, embedding, length) = preset.shape
+        let width = nEmbd ?? embedding, headCount = nHead ?? heads
+        var config: ModelConfig
+        switch arch {
+        case .gpt2:
+            config = ModelConfig.gpt2(layers: nLayer ?? layers, heads: headCount, embedding: width,
+                                      vocabularySize: vocabularySize, contextLength: seqLen ?? length,
+                                      activation: activation == "relu" ? .relu : .gelu, dropout: dropout)
+            if let nHidden { config.hiddenSize = nHidden }
+        case .llama:
+            let hidden = nHidden ?? (8 * width / 3 + 63) / 64 * 64
+            config = ModelConfig.llama(layers: nLayer ?? layers, heads: headCount,
+                                       keyValueHeads: nKvHead ?? (headCount % 3 == 0 ? headCount / 3 : headCount),
+                                       embedding: width, hidden: hidden, vocabularySize: vocabularySize,
+                                       contextLength: seqLen ?? length, dropout: dropout)
+        }
+        let problems = config.problems
+        guard problems.isEmpty else { throw ValidationError(problems.joined(separator: "; ")) }
+        return config
     }
 
     func save(_ trainer: Trainer, to directory: URL) throws {

@@ -1,37 +1,36 @@
 import Foundation
 import XCTest
 import Kernels
+import TestSupport
 @testable import Generation
 @testable import Transformer
 
-/// The inference path (KV cache, prefill then one token at a time) gives the training model's
-/// full-sequence logits at every position.
+/// The generation path (a KV cache, a prefill then one token at a time) gives the training
+/// pass's full-sequence logits at every position, over the same weights, for both families.
 final class KVCacheTests: XCTestCase {
     func testIncrementalDecodingMatchesTheFullForwardPass() throws {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../TransformerTests/Fixtures/gpt-gelu.safetensors")
-        let file = try SafetensorsFile(url: url)
-        let gpt = try GPT(config: .gpt2(layers: 2, heads: 4, embedding: 32, vocabularySize: 64, contextLength: 16))
-        for entry in gpt.layout.entries { try file.read("param." + entry.name, into: gpt.parameter(entry.name)) }
-        let tokens: [Int32] = [5, 9, 33, 2, 60, 17, 8, 41, 12, 3]
-        try gpt.forward(tokens: tokens, targets: nil, batch: 1, length: tokens.count)
-        let full = Array(gpt.logits)
-        let model = try ModelLoader.inferenceModel(from: gpt)
-        try model.reset(capacity: 16)
-        // A 4-token prefill, then one token at a time.
-        var logits = Array(try model.forward(tokens[0..<4].map(Int.init)))
-        for position in 3..<tokens.count {
-            let expected = full[(position * 64)..<((position + 1) * 64)]
-            XCTAssertLessThan(zip(logits, expected).map { abs($0 - $1) }.max()!, 1e-4, "position \(position)")
-            if position + 1 < tokens.count { logits = Array(try model.forward([Int(tokens[position + 1])])) }
-        }
-        XCTAssertThrowsError(try model.forward(Array(repeating: 1, count: 7))) {
-            XCTAssertTrue("\($0)".contains("exceeds the KV cache"), "\($0)")
+        for name in ["gpt-gelu", "llama-untied", "llama-tied"] {
+            let model = try ParityFixture(name).model
+            let tokens: [Int32] = [5, 9, 33, 2, 60, 17, 8, 41, 12, 3]
+            try model.forward(tokens: tokens, targets: nil, batch: 1, length: tokens.count)
+            let full = Array(model.logits)
+            let cache = try KVCache(model, capacity: 16)
+            // A 6-token prefill (the gemm path), then one token at a time (the decode path).
+            var logits = Array(try model.forward(tokens[0..<6].map(Int.init), cache: cache))
+            for position in 5..<tokens.count {
+                let expected = full[(position * 64)..<((position + 1) * 64)]
+                XCTAssertLessThan(zip(logits, expected).map { abs($0 - $1) }.max()!, 1e-4, "\(name) position \(position)")
+                if position + 1 < tokens.count { logits = Array(try model.forward([Int(tokens[position + 1])], cache: cache)) }
+            }
+            XCTAssertThrowsError(try model.forward(Array(repeating: 1, count: 7), cache: cache)) {
+                XCTAssertTrue("\($0)".contains("exceeds the KV cache"), "\($0)")
+            }
         }
     }
 
     func testStreamingYieldsTheSameTextAsGenerate() async throws {
-        let (model, tokenizer, template) = try ModelLoader.load(path: try SmolLM2FidelityTests.modelPath())
+        let loaded = try ModelLoader.load(path: try SmolLM2FidelityTests.modelPath())
+        let (model, tokenizer, template) = (loaded.model, loaded.tokenizer, loaded.chatTemplate)
         let prompt = tokenizer.encode(try XCTUnwrap(template).render([.init(role: "user", content: "Name a color.")]), allowedSpecial: .all)
         let options = GenerationOptions(maxTokens: 12, sampling: SamplingOptions(temperature: 0.8, seed: 9))
         let generator = Generator(model: model, tokenizer: tokenizer)

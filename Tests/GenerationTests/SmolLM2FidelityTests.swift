@@ -14,7 +14,8 @@ final class SmolLM2FidelityTests: XCTestCase {
     }
 
     func testMatchesTheFloat64Reference() throws {
-        let (model, tokenizer, template) = try ModelLoader.load(path: try Self.modelPath())
+        let loaded = try ModelLoader.load(path: try Self.modelPath())
+        let (model, tokenizer, template) = (loaded.model, loaded.tokenizer, loaded.chatTemplate)
         XCTAssertEqual(template?.format, .chatML)
         let fixture = try SafetensorsFile(url: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("Fixtures/smollm2-reference.safetensors"))
@@ -24,8 +25,8 @@ final class SmolLM2FidelityTests: XCTestCase {
             XCTAssertEqual(tokenizer.encode(prompt, allowedSpecial: .all), ids, "prompt \(k): tokenization")
 
             // (a) the last position's distribution: KL(reference || ours) < 1e-4.
-            try model.reset(capacity: ids.count + 16)
-            let logits = Array(try model.forward(ids))
+            let cache = try KVCache(model, capacity: ids.count + 16)
+            let logits = Array(try model.forward(ids, cache: cache))
             let reference = try fixture.read("prompt\(k).logprobs")
             let maxLogit = logits.max()!
             let logNormalizer = log(logits.reduce(0.0) { $0 + exp(Double($1 - maxLogit)) }) + Double(maxLogit)
@@ -46,13 +47,14 @@ final class SmolLM2FidelityTests: XCTestCase {
                 if margins[step] > 0.05 {
                     XCTAssertEqual(current.withUnsafeBufferPointer { Sampler.argmax($0) }, token, "prompt \(k) step \(step)")
                 }
-                current = Array(try model.forward([token]))
+                current = Array(try model.forward([token], cache: cache))
             }
         }
     }
 
     func testChatAnswersParis() throws {
-        let (model, tokenizer, template) = try ModelLoader.load(path: try Self.modelPath())
+        let loaded = try ModelLoader.load(path: try Self.modelPath())
+        let (model, tokenizer, template) = (loaded.model, loaded.tokenizer, loaded.chatTemplate)
         let prompt = try XCTUnwrap(template).render([.init(role: "user", content: "What is the capital of France?")])
         let generator = Generator(model: model, tokenizer: tokenizer)
         let result = try generator.generate(prompt: tokenizer.encode(prompt, allowedSpecial: .all),

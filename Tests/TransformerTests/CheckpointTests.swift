@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 import Kernels
 @testable import Transformer
@@ -13,7 +14,7 @@ final class CheckpointTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
 
     func testSaveAndLoadGiveTheSameLogits() throws {
-        let fixture = try GPTFixture(activation: "relu")
+        let fixture = try ParityFixture("gpt-relu")
         try Checkpoint.save(fixture.model, to: directory)
         let loaded = try Checkpoint.load(directory)
         XCTAssertEqual(loaded.config.activation, .relu)
@@ -25,7 +26,7 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testBadCheckpointsAreRefusedWithAReason() throws {
-        let fixture = try GPTFixture(activation: "gelu")
+        let fixture = try ParityFixture("gpt-gelu")
         try Checkpoint.save(fixture.model, to: directory)
         let weights = directory.appendingPathComponent("model.safetensors")
         let data = try Data(contentsOf: weights)

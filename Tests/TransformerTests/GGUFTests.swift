@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 import Kernels
 @testable import Transformer
@@ -104,12 +105,11 @@ final class GPT2GGUFTests: XCTestCase {
         XCTAssertEqual(config.family, .gpt2)
         XCTAssertEqual(config.layerCount, 2)
         XCTAssertEqual(config.vocabularySize, 64)
-        let model = try ModelLoader.inferenceModel(from: file, pool: .shared)
-        let fixture = try GPTFixture(activation: "gelu")
+        let model = try ModelLoader.model(from: file)
+        let fixture = try ParityFixture("gpt-gelu")
         let tokens = Array(fixture.tokens[0..<fixture.length])
         try fixture.model.forward(tokens: tokens, targets: nil, batch: 1, length: tokens.count)
-        try model.reset(capacity: 16)
-        let logits = Array(try model.forward(tokens.map(Int.init)))
+        let logits = Array(try model.forward(tokens.map(Int.init), cache: try KVCache(model, capacity: 16)))
         let expected = fixture.model.logits[((tokens.count - 1) * 64)..<(tokens.count * 64)]
         XCTAssertLessThan(zip(logits, expected).map { abs($0 - $1) }.max()!, 1e-4)
     }

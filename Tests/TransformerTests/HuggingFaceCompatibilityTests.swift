@@ -33,7 +33,7 @@ final class HuggingFaceCompatibilityTests: XCTestCase {
         XCTAssertLessThan(zip(Array(model.logits), logits).map { abs($0 - $1) }.max()!, 1e-4, "loading a transformers checkpoint")
 
         // 2. We save the fixture model; transformers loads it and gives our logits.
-        let fixture = try GPTFixture(activation: "gelu")
+        let fixture = try ParityFixture("gpt-gelu")
         try Checkpoint.save(fixture.model, to: ours)
         try fixture.model.forward(tokens: fixture.tokens, targets: nil, batch: fixture.batch, length: fixture.length)
         let theirLogits = try runPython("""

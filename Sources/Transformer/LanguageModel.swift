@@ -1,0 +1,440 @@
+import Foundation
+import Kernels
+
+/// A decoder-only transformer of either family, GPT-2 (learned positions, LayerNorm, GELU/ReLU
+/// MLP, biases) or Llama (RoPE, RMSNorm, SwiGLU, grouped-query attention), that trains and
+/// generates over the same weights. The architecture is one composition of the layer functions
+/// in `Layers/` (each a forward/backward pair, llm.c style):
+///
+///     x = embed(tokens) (+ positions)
+///     for each block:  x = x + attentionOutput(attention(rope(qkv(norm1(x)))))
+///                      x = x + down(activation(up(norm2(x))))
+///     logits = output(norm(x))
+///
+/// fp32 tensors live in one parameter arena (named views in `layout`; gradients at the same
+/// offsets in a second arena when the model trains); quantised GGUF matrices are used in place.
+/// `weights` views both, and every pass reads only it.
+///
+///     let model = try LanguageModel(config: .llama(layers: 2, heads: 4, keyValueHeads: 2, embedding: 64,
+///                                                  hidden: 128, vocabularySize: 512, contextLength: 64))
+///     model.initializeWeights(seed: 1)
+///     let loss = try model.forward(tokens: x, targets: y, batch: 4, length: 64)    // training
+///     model.zeroGradients(); model.backward()
+///     let cache = try KVCache(model, capacity: 64)                                // generation
+///     let logits = try model.forward([1, 2, 3], cache: cache)
+public final class LanguageModel: @unchecked Sendable {
+    public let config: ModelConfig
+    public let layout: ParameterLayout
+    public let parameters: FloatBuffer
+    public let gradients: FloatBuffer
+    /// Whether gradient buffers exist (a model loaded only to generate has none).
+    public let trainable: Bool
+    public let weights: ModelWeights
+    public var pool: ThreadPool
+    /// Keeps the memory-mapped file of in-place weights alive.
+    let owner: AnyObject?
+    let frequencies: [Double]
+    private let workspace: Workspace
+    private var activations: TrainingActivations?
+    private var lastBatch: (tokens: [Int32], targets: [Int32]?, batch: Int, length: Int)?
+    private var dropout: Dropout?
+
+    /// A model whose every tensor is fp32 in its arena, zeroed: initialise or load them next.
+    public convenience init(config: ModelConfig, pool: ThreadPool = .shared, trainable: Bool = true) throws {
+        try self.init(config: config, layout: ParameterLayout(config: config), external: [:], owner: nil,
+                      pool: pool, trainable: trainable)
+    }
+
+    /// A model with the tensors of `layout` in its arena and the rest (matrices only) from
+    /// `external`, each as row blocks (kept alive by `owner`).
+    init(config: ModelConfig, layout: ParameterLayout, external: [String: [WeightMatrix]], owner: AnyObject?,
+         pool: ThreadPool, trainable: Bool) throws {
+        let problems = config.problems
+        guard problems.isEmpty else { throw ModelError("invalid model config: " + problems.joined(separator: "; ")) }
+        // Parameters and gradients in fp32 (Adam's moments come on top): refuse what cannot fit.
+        let bytes = Double(layout.totalCount) * (trainable ? 8 : 4)
+        guard bytes < Double(ProcessInfo.processInfo.physicalMemory) else {
+            throw ModelError(String(format: "the model needs %.1f GB for parameters and gradients; this machine has %.1f GB",
+                                    bytes / 1e9, Double(ProcessInfo.processInfo.physicalMemory) / 1e9))
+        }
+        self.config = config
+        self.layout = layout
+        parameters = .allocate(capacity: max(1, layout.totalCount))
+        parameters.initialize(repeating: 0)
+        gradients = .allocate(capacity: trainable ? max(1, layout.totalCount) : 0)
+        gradients.initialize(repeating: 0)
+        self.trainable = trainable
+        self.pool = pool
+        self.owner = owner
+        frequencies = rotaryFrequencies(config)
+        workspace = Workspace(pool: pool)
+        weights = try Self.views(config: config, layout: layout, parameters: parameters,
+                                 gradients: trainable ? gradients : nil, external: external)
+    }
+
+    deinit {
+        parameters.deallocate()
+        gradients.deallocate()
+    }
+
+    /// `weights` over the arenas and the external matrices.
+    private static func views(config: ModelConfig, layout: ParameterLayout, parameters: FloatBuffer, gradients: FloatBuffer?,
+                              external: [String: [WeightMatrix]]) throws -> ModelWeights {
+        func vector(_ name: String) -> (FloatBuffer, FloatBuffer?)? {
+            guard let e = layout.entry(name) else { return nil }
+            return (FloatBuffer(rebasing: parameters[e.range]), gradients.map { FloatBuffer(rebasing: $0[e.range]) })
+        }
+        func matrix(_ name: String) throws -> ([WeightMatrix], FloatBuffer?) {
+            if let e = layout.entry(name) {
+                return ([.dense(FloatBuffer(rebasing: parameters[e.range]), rows: e.shape[0], columns: e.shape[1])],
+                        gradients.map { FloatBuffer(rebasing: $0[e.range]) })
+            }
+            guard let blocks = external[name] else { throw ModelError("the model has no tensor \(name)") }
+            return (blocks, nil)
+        }
+        func linear(_ name: String) throws -> Linear {
+            let (blocks, gradient) = try matrix(name + ".weight")
+            let bias = vector(name + ".bias")
+            return Linear(blocks: blocks, bias: bias?.0, weightGradient: gradient, biasGradient: bias?.1)
+        }
+        func norm(_ name: String) throws -> Norm {
+            guard let weight = vector(name + ".weight") else { throw ModelError("the model has no fp32 tensor \(name).weight") }
+            let bias = vector(name + ".bias")
+            return Norm(weight: weight.0, bias: bias?.0, weightGradient: weight.1, biasGradient: bias?.1)
+        }
+        let (tokenTable, tokenGradient) = try matrix("token_embd.weight")
+        guard tokenTable.count == 1 else { throw ModelError("token_embd.weight must be one matrix") }
+        let token = Embedding(table: tokenTable[0], gradient: tokenGradient)
+        var position: Embedding?
+        if config.positions == .learned {
+            guard let (table, gradient) = vector("position_embd.weight") else {
+                throw ModelError("the model has no fp32 tensor position_embd.weight")
+            }
+            position = Embedding(table: .dense(table, rows: config.contextLength, columns: config.embeddingSize), gradient: gradient)
+        }
+        let blocks = try (0..<config.layerCount).map { l -> BlockWeights in
+            let p = "blk.\(l)."
+            return BlockWeights(attentionNorm: try norm(p + "attn_norm"), qkv: try linear(p + "attn_qkv"),
+                                attentionOutput: try linear(p + "attn_output"), mlpNorm: try norm(p + "ffn_norm"),
+                                up: try linear(p + "ffn_up"), down: try linear(p + "ffn_down"))
+        }
+        let output = config.tiedEmbeddings
+            ? Linear(blocks: tokenTable, bias: nil, weightGradient: tokenGradient, biasGradient: nil)
+            : try linear("output")
+        return ModelWeights(tokenEmbedding: token, positionEmbedding: position, blocks: blocks,
+                            outputNorm: try norm("output_norm"), output: output)
+    }
+
+    /// The arena tensor `name` (see `ParameterLayout`); it must exist (a programming error otherwise).
+    public func parameter(_ name: String) -> FloatBuffer {
+        guard let e = layout.entry(name) else { preconditionFailure("no parameter \(name)") }
+        return FloatBuffer(rebasing: parameters[e.range])
+    }
+
+    public func gradient(_ name: String) -> FloatBuffer {
+        guard trainable, let e = layout.entry(name) else { preconditionFailure("no gradient \(name)") }
+        return FloatBuffer(rebasing: gradients[e.range])
+    }
+
+    /// GPT-2's initialisation (nanoGPT's, for both families): matrices and embeddings normal(0,
+    /// 0.02), the two residual projections of each block normal(0, 0.02 / sqrt(2 · layers)),
+    /// biases 0, norm gains 1.
+    public func initializeWeights(seed: UInt64) {
+        var generator = SplitMix64(seed: seed)
+        let residualStd = 0.02 / Float(2 * config.layerCount).squareRoot()
+        for entry in layout.entries {
+            let values = FloatBuffer(rebasing: parameters[entry.range])
+            if entry.name.hasSuffix(".bias") {
+                values.update(repeating: 0)
+            } else if entry.shape.count == 1 {
+                values.update(repeating: 1)
+            } else {
+                let residual = entry.name.hasSuffix("attn_output.weight") || entry.name.hasSuffix("ffn_down.weight")
+                let std: Float = residual ? residualStd : 0.02
+                for i in values.indices { values[i] = generator.nextNormal() * std }
+            }
+        }
+    }
+
+    public func zeroGradients() { gradients.update(repeating: 0) }
+
+    /// The logits of the last training forward pass, (B, T, V).
+    public var logits: UnsafeBufferPointer<Float> {
+        guard let a = activations, let batch = lastBatch else { return UnsafeBufferPointer(start: nil, count: 0) }
+        return UnsafeBufferPointer(rebasing: a.logits[0..<(batch.batch * batch.length * config.vocabularySize)])
+    }
+
+    private func checkTokens(_ tokens: [Int32], targets: [Int32]?) throws {
+        let V = config.vocabularySize
+        if let bad = tokens.firstIndex(where: { $0 < 0 || Int($0) >= V }) {
+            throw ModelError("token id \(tokens[bad]) at position \(bad) is outside the vocabulary (0..<\(V))")
+        }
+        if let targets, let bad = targets.firstIndex(where: { $0 < -1 || Int($0) >= V }) {
+            throw ModelError("target id \(targets[bad]) at position \(bad) is outside the vocabulary (0..<\(V), or -1 to ignore)")
+        }
+    }
+
+    // MARK: forward
+
+    /// A run of consecutive rows that belong to one sequence: `rows` new tokens at positions
+    /// `offset`..., attending over the sequence's earlier positions in `cache` (or, without a
+    /// cache, over the run itself).
+    private struct Span {
+        var first: Int, rows: Int, offset: Int
+        var cache: KVCache?
+        /// Where this span's (T, S) attention weights start, per head.
+        var attentionBase: Int
+        var keyCount: Int { offset + rows }
+    }
+
+    /// Training and evaluation: runs `tokens` (B·T ids, row-major (B, T)); with `targets` returns
+    /// the mean cross-entropy over the targets that are not -1, else nil. `training` turns
+    /// dropout on, with masks drawn from `dropoutSeed` (the same seed gives the same masks at any
+    /// thread count). Activations stay for `backward()` and `logits`.
+    @discardableResult
+    public func forward(tokens: [Int32], targets: [Int32]?, batch: Int, length: Int,
+                        training: Bool = false, dropoutSeed: UInt64 = 0) throws -> Float? {
+        let B = batch, T = length, C = config.embeddingSize, V = config.vocabularySize, BT = B * T
+        guard B > 0, T > 0 else { throw ModelError("batch and length must be positive, got \(B) x \(T)") }
+        guard T <= config.contextLength else {
+            throw ModelError("sequence length \(T) exceeds the model's context length (block size) \(config.contextLength)")
+        }
+        guard tokens.count == BT, targets.map({ $0.count == BT }) ?? true else {
+            throw ModelError("expected \(BT) tokens and targets for batch \(B) x length \(T), got \(tokens.count)")
+        }
+        try checkTokens(tokens, targets: targets)
+        if activations == nil || activations!.batch != B || activations!.length != T {
+            activations = nil
+            activations = TrainingActivations(config: config, batch: B, length: T)
+        }
+        let a = activations!
+        lastBatch = (tokens, targets, B, T)
+        dropout = training && config.dropout > 0 ? Dropout(probability: config.dropout, seed: dropoutSeed) : nil
+        workspace.pool = pool
+        let spans = (0..<B).map { Span(first: $0 * T, rows: T, offset: 0, cache: nil, attentionBase: $0 * config.headCount * T * T) }
+        tokens.withUnsafeBufferPointer { ids in
+            a.positions.withUnsafeBufferPointer { positions in
+                embeddingForward(out: a.encoded, tokens: ids, positions: positions, token: weights.tokenEmbedding,
+                                 position: weights.positionEmbedding, rows: BT, pool: pool)
+                applyDropout(a.encoded, count: BT * C, site: 0, dropout)
+                var input = UnsafeBufferPointer(a.encoded)
+                for l in 0..<config.layerCount {
+                    block(l, input: input, a.blocks[l], projected: a.projected, rows: BT, positions: positions, spans: spans,
+                          dropout: dropout, workspace: workspace)
+                    input = UnsafeBufferPointer(a.blocks[l].output)
+                }
+                normForward(out: a.finalNormed, statistics: a.finalStatistics, inp: input, weights.outputNorm, rows: BT,
+                            config: config, pool: pool)
+            }
+        }
+        // logits (B, T, V) = finalNormed (B, T, C) · Wᵀ with W = output (V, C)
+        linearForward(out: a.logits, inp: UnsafeBufferPointer(a.finalNormed), weights.output, rows: BT, workspace: workspace)
+        guard let targets else { return nil }
+        // The probabilities go where backward turns them into dlogits in place.
+        return targets.withUnsafeBufferPointer { t in
+            crossEntropyForward(losses: a.losses, probabilities: a.dLogits, logits: UnsafeBufferPointer(a.logits),
+                                targets: t, rows: BT, vocab: V, ignoreIndex: -1, pool: pool)
+        }
+    }
+
+    /// Generation: runs `tokens` at the cache's next positions, appending their keys and values;
+    /// returns the last token's logits (V floats, valid until the cache's next forward call).
+    public func forward(_ tokens: [Int], cache: KVCache) throws -> UnsafeBufferPointer<Float> {
+        let T = tokens.count, C = config.embeddingSize
+        guard T > 0 else { throw ModelError("no tokens to run") }
+        try checkTokens(tokens.map { Int32(clamping: $0) }, targets: nil)
+        guard cache.keys.count == config.layerCount, cache.keys[0].count == cache.capacity * config.keyValueSize else {
+            throw ModelError("the KV cache was made for another model")
+        }
+        guard cache.count + T <= cache.capacity else {
+            throw ModelError("position \(cache.count + T) exceeds the KV cache (\(cache.capacity) tokens; context length \(config.contextLength))")
+        }
+        let a = cache.activations(config, rows: T)
+        let workspace = cache.workspace
+        workspace.pool = pool
+        let span = Span(first: 0, rows: T, offset: cache.count, cache: cache, attentionBase: 0)
+        let ids = tokens.map { Int32($0) }, positions = (0..<T).map { Int32(cache.count + $0) }
+        ids.withUnsafeBufferPointer { ids in
+            positions.withUnsafeBufferPointer { positions in
+                embeddingForward(out: a.encoded, tokens: ids, positions: positions, token: weights.tokenEmbedding,
+                                 position: weights.positionEmbedding, rows: T, pool: pool)
+                var input = UnsafeBufferPointer(a.encoded)
+                for l in 0..<config.layerCount {
+                    block(l, input: input, a.block, projected: a.projected, rows: T, positions: positions, spans: [span],
+                          dropout: nil, workspace: workspace)
+                    input = UnsafeBufferPointer(a.block.output)
+                }
+                // Only the last position's logits.
+                normForward(out: a.finalNormed, statistics: a.finalStatistics,
+                            inp: UnsafeBufferPointer(rebasing: input[((T - 1) * C)..<(T * C)]), weights.outputNorm,
+                            rows: 1, config: config, pool: pool)
+            }
+        }
+        linearForward(out: a.logits, inp: UnsafeBufferPointer(a.finalNormed), weights.output, rows: 1, workspace: workspace)
+        cache.advance(by: T)
+        return UnsafeBufferPointer(a.logits)
+    }
+
+    /// One block over `rows` rows: input (rows, C) -> a.output (rows, C). With caches, the spans'
+    /// new keys and values are appended to them first.
+    private func block(_ l: Int, input: UnsafeBufferPointer<Float>, _ a: BlockActivations, projected: FloatBuffer,
+                       rows: Int, positions: UnsafeBufferPointer<Int32>, spans: [Span], dropout: Dropout?,
+                       workspace: Workspace) {
+        let w = weights.blocks[l]
+        let C = config.embeddingSize, W = config.qkvSize, kv = config.keyValueSize
+        let NH = config.headCount, group = NH / config.keyValueHeadCount, hd = config.headSize
+        normForward(out: a.normed1, statistics: a.statistics1, inp: input, w.attentionNorm, rows: rows, config: config, pool: pool)
+        linearForward(out: a.qkv, inp: UnsafeBufferPointer(a.normed1), w.qkv, rows: rows, workspace: workspace)
+        if !frequencies.isEmpty {
+            rotary(a.qkv, rows: rows, ld: W, positions: positions, frequencies: frequencies, config: config, pool: pool)
+        }
+        for span in spans {
+            guard let cache = span.cache else { continue }
+            for t in 0..<span.rows {
+                let row = a.qkv.baseAddress! + (span.first + t) * W + NH * hd
+                (cache.keys[l].baseAddress! + (span.offset + t) * kv).update(from: row, count: kv)
+                (cache.values[l].baseAddress! + (span.offset + t) * kv).update(from: row + kv, count: kv)
+            }
+        }
+        let site = 1 + 3 * l
+        pool.parallelFor(spans.count * NH) { index in
+            let span = spans[index / NH], h = index % NH, g = h / group
+            let S = span.keyCount, attention = span.attentionBase + h * span.rows * S
+            let q = UnsafePointer(a.qkv.baseAddress! + span.first * W + h * hd)
+            let keys: UnsafePointer<Float>, values: UnsafePointer<Float>, ldkv: Int
+            if let cache = span.cache {
+                (keys, values, ldkv) = (UnsafePointer(cache.keys[l].baseAddress! + g * hd),
+                                        UnsafePointer(cache.values[l].baseAddress! + g * hd), kv)
+            } else {
+                let k = a.qkv.baseAddress! + span.first * W + NH * hd + g * hd
+                (keys, values, ldkv) = (UnsafePointer(k), UnsafePointer(k + kv), W)
+            }
+            attentionHeadForward(y: a.attended.baseAddress! + span.first * C + h * hd, ldy: C,
+                                 probabilities: a.probabilities.baseAddress! + attention, q: q, ldq: W,
+                                 keys: keys, values: values, ldkv: ldkv, T: span.rows, S: S, offset: span.offset, headSize: hd,
+                                 dropout: dropout.map { ($0, site, attention, a.dropped.baseAddress! + attention) })
+        }
+        linearForward(out: projected, inp: UnsafeBufferPointer(a.attended), w.attentionOutput, rows: rows, workspace: workspace)
+        applyDropout(projected, count: rows * C, site: 2 + 3 * l, dropout)
+        add(a.afterAttention, input, projected, count: rows * C)
+        normForward(out: a.normed2, statistics: a.statistics2, inp: UnsafeBufferPointer(a.afterAttention), w.mlpNorm,
+                    rows: rows, config: config, pool: pool)
+        linearForward(out: a.hiddenIn, inp: UnsafeBufferPointer(a.normed2), w.up, rows: rows, workspace: workspace)
+        activationForward(out: a.hidden, inp: UnsafeBufferPointer(a.hiddenIn), rows: rows, hidden: config.hiddenSize,
+                          activation: config.activation, pool: pool)
+        linearForward(out: projected, inp: UnsafeBufferPointer(a.hidden), w.down, rows: rows, workspace: workspace)
+        applyDropout(projected, count: rows * C, site: 3 + 3 * l, dropout)
+        add(a.output, UnsafeBufferPointer(a.afterAttention), projected, count: rows * C)
+    }
+
+    /// out = x + y (the residual connection); out may be x's own buffer.
+    private func add(_ out: FloatBuffer, _ x: UnsafeBufferPointer<Float>, _ y: FloatBuffer, count: Int) {
+        pool.parallelRanges(count, minimumPerThread: 65_536) { range in
+            for i in range { out[i] = x[i] + y[i] }
+        }
+    }
+
+    private func applyDropout(_ x: FloatBuffer, count: Int, site: Int, _ dropout: Dropout?) {
+        guard let dropout else { return }
+        pool.parallelRanges(count, minimumPerThread: 65_536) { range in
+            for i in range { x[i] *= dropout.scale(site: site, index: i) }
+        }
+    }
+
+    /// out = dropout mask · x at `site` (a copy when dropout is off): a residual branch's gradient.
+    private func copyWithDropout(_ out: FloatBuffer, from x: FloatBuffer, count: Int, site: Int) {
+        pool.parallelRanges(count, minimumPerThread: 65_536) { range in
+            if let dropout {
+                for i in range { out[i] = x[i] * dropout.scale(site: site, index: i) }
+            } else {
+                for i in range { out[i] = x[i] }
+            }
+        }
+    }
+
+    // MARK: backward
+
+    /// Accumulates into `gradients` the gradient of the mean loss of the last forward pass
+    /// (which must have had targets). Call `zeroGradients()` first unless accumulating.
+    public func backward() {
+        guard trainable, let a = activations, let last = lastBatch, let targets = last.targets else {
+            preconditionFailure("backward() needs a trainable model and a forward pass with targets first")
+        }
+        let B = last.batch, T = last.length, C = config.embeddingSize, V = config.vocabularySize, BT = B * T
+        let H = config.hiddenSize, W = config.qkvSize, kv = config.keyValueSize, hd = config.headSize
+        let NH = config.headCount, NKV = config.keyValueHeadCount, group = NH / NKV
+        workspace.pool = pool
+        let counted = targets.reduce(0) { $0 + ($1 == -1 ? 0 : 1) }
+        targets.withUnsafeBufferPointer { t in
+            crossEntropyBackward(dlogits: a.dLogits, probabilities: UnsafeBufferPointer(a.dLogits), targets: t,
+                                 rows: BT, vocab: V, scale: counted > 0 ? 1 / Float(counted) : 0, ignoreIndex: -1, pool: pool)
+        }
+        a.dNormed.update(repeating: 0)
+        linearBackward(dinp: a.dNormed, dout: UnsafeBufferPointer(a.dLogits), inp: UnsafeBufferPointer(a.finalNormed),
+                       weights.output, rows: BT, workspace: workspace)
+        let dResidual = a.dResidual
+        dResidual.update(repeating: 0)
+        let lastOutput = config.layerCount > 0 ? a.blocks[config.layerCount - 1].output : a.encoded
+        normBackward(dinp: dResidual, dout: UnsafeBufferPointer(a.dNormed), inp: UnsafeBufferPointer(lastOutput),
+                     weights.outputNorm, statistics: a.finalStatistics, rows: BT, config: config)
+
+        for l in stride(from: config.layerCount - 1, through: 0, by: -1) {
+            let w = weights.blocks[l], s = a.blocks[l]
+            let input = UnsafeBufferPointer(l == 0 ? a.encoded : a.blocks[l - 1].output)
+            // output = afterAttention + dropout(down(hidden)): both get dResidual.
+            copyWithDropout(a.dBranch, from: dResidual, count: BT * C, site: 3 + 3 * l)
+            a.dHidden.update(repeating: 0)
+            linearBackward(dinp: a.dHidden, dout: UnsafeBufferPointer(a.dBranch), inp: UnsafeBufferPointer(s.hidden), w.down,
+                           rows: BT, workspace: workspace)
+            a.dHiddenIn.update(repeating: 0)
+            activationBackward(dinp: a.dHiddenIn, inp: UnsafeBufferPointer(s.hiddenIn), dout: UnsafeBufferPointer(a.dHidden),
+                               rows: BT, hidden: H, activation: config.activation, pool: pool)
+            a.dNormed.update(repeating: 0)
+            linearBackward(dinp: a.dNormed, dout: UnsafeBufferPointer(a.dHiddenIn), inp: UnsafeBufferPointer(s.normed2), w.up,
+                           rows: BT, workspace: workspace)
+            normBackward(dinp: dResidual, dout: UnsafeBufferPointer(a.dNormed), inp: UnsafeBufferPointer(s.afterAttention),
+                         w.mlpNorm, statistics: s.statistics2, rows: BT, config: config)
+            // afterAttention = input + dropout(attentionOutput(attended))
+            copyWithDropout(a.dBranch, from: dResidual, count: BT * C, site: 2 + 3 * l)
+            a.dAttended.update(repeating: 0)
+            linearBackward(dinp: a.dAttended, dout: UnsafeBufferPointer(a.dBranch), inp: UnsafeBufferPointer(s.attended),
+                           w.attentionOutput, rows: BT, workspace: workspace)
+            a.dQKV.update(repeating: 0)
+            let site = 1 + 3 * l, dropout = self.dropout
+            pool.parallelFor(B * NKV) { index in
+                let b = index / NKV, g = index % NKV, row = b * T
+                let heads = (g * group..<(g + 1) * group).map { h in
+                    let attention = (b * NH + h) * T * T
+                    return (q: UnsafePointer(s.qkv.baseAddress! + row * W + h * hd), dq: a.dQKV.baseAddress! + row * W + h * hd,
+                            dy: UnsafePointer(a.dAttended.baseAddress! + row * C + h * hd),
+                            probabilities: UnsafePointer(s.probabilities.baseAddress! + attention),
+                            used: UnsafePointer(s.dropped.baseAddress! + attention), dropoutIndex: attention)
+                }
+                let k = row * W + NH * hd + g * hd
+                attentionGroupBackward(heads: heads, ldq: W, ldy: C, keys: s.qkv.baseAddress! + k, values: s.qkv.baseAddress! + k + kv,
+                                       dKeys: a.dQKV.baseAddress! + k, dValues: a.dQKV.baseAddress! + k + kv, ldkv: W, T: T,
+                                       headSize: hd, dScores: a.dScores.baseAddress! + index * T * T,
+                                       dropout: dropout.map { ($0, site) })
+            }
+            if !frequencies.isEmpty {
+                a.positions.withUnsafeBufferPointer { positions in
+                    rotary(a.dQKV, rows: BT, ld: W, positions: positions, frequencies: frequencies, config: config,
+                           inverse: true, pool: pool)
+                }
+            }
+            a.dNormed.update(repeating: 0)
+            linearBackward(dinp: a.dNormed, dout: UnsafeBufferPointer(a.dQKV), inp: UnsafeBufferPointer(s.normed1), w.qkv,
+                           rows: BT, workspace: workspace)
+            normBackward(dinp: dResidual, dout: UnsafeBufferPointer(a.dNormed), inp: input, w.attentionNorm,
+                         statistics: s.statistics1, rows: BT, config: config)
+        }
+        // encoded = dropout(embeddings)
+        copyWithDropout(a.dBranch, from: dResidual, count: BT * C, site: 0)
+        last.tokens.withUnsafeBufferPointer { ids in
+            a.positions.withUnsafeBufferPointer { positions in
+                embeddingBackward(dout: UnsafeBufferPointer(a.dBranch), tokens: ids, positions: positions,
+                                  token: weights.tokenEmbedding, position: weights.positionEmbedding, rows: BT, columns: C)
+            }
+        }
+    }
+}

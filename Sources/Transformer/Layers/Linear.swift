@@ -1,0 +1,64 @@
+import Kernels
+
+// Linear layer, out = inp · Wᵀ + b with W (OUT, IN) row-major ([out, in], PyTorch's nn.Linear).
+// Dense weights run as one gemm (a matrix-vector product for one row); quantised weights as a
+// matrix-vector product over the GGML blocks for one row, else dequantised into fp32 scratch a
+// block of rows at a time and run as a gemm. Quantised weights never train: their backward
+// gives the input gradient only.
+
+/// out (rows, OUT) = inp (rows, IN) · Wᵀ + b.
+func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: Linear, rows: Int,
+                   workspace: Workspace) {
+    let pool = workspace.pool, outputs = linear.outputs, inputs = linear.inputs
+    var first = 0
+    for block in linear.blocks {
+        let n = block.rows
+        let target = UnsafeMutableBufferPointer(rebasing: out[first...])
+        switch (block, rows) {
+        case (.quantized(let type, let bytes, _, _), 1):
+            quantizedMatvec(type, rows: n, k: inputs, weights: bytes, x: inp, y: target, pool: pool)
+        case (.dense(let w, _, _), 1):
+            matvec(rows: n, k: inputs, a: UnsafeBufferPointer(w), lda: inputs, x: inp, y: target, pool: pool)
+        default:
+            gemm(.none, .transposed, m: rows, n: n, k: inputs, a: inp, lda: inputs,
+                 b: block.dense(rows: 0..<n, scratch: workspace), ldb: inputs, c: target, ldc: outputs, pool: pool)
+        }
+        first += n
+    }
+    if let bias = linear.bias {
+        pool.parallelRanges(rows, minimumPerThread: max(1, 16_384 / outputs)) { range in
+            for r in range {
+                let row = out.baseAddress! + r * outputs
+                for o in 0..<outputs { row[o] += bias[o] }
+            }
+        }
+    }
+}
+
+/// dinp (rows, IN) += dout (rows, OUT) · W;  dW (OUT, IN) += doutᵀ · inp;  db (OUT) += Σ_rows dout.
+/// The weight and bias gradients only where `linear` has them (weights that train).
+func linearBackward(dinp: FloatBuffer?, dout: UnsafeBufferPointer<Float>, inp: UnsafeBufferPointer<Float>,
+                    _ linear: Linear, rows: Int, workspace: Workspace) {
+    let pool = workspace.pool, outputs = linear.outputs, inputs = linear.inputs
+    if let dinp {
+        var first = 0
+        for block in linear.blocks {
+            let n = block.rows
+            gemm(.none, .none, m: rows, n: inputs, k: n, a: UnsafeBufferPointer(rebasing: dout[first...]), lda: outputs,
+                 b: block.dense(rows: 0..<n, scratch: workspace), ldb: inputs, beta: 1, c: dinp, ldc: inputs, pool: pool)
+            first += n
+        }
+    }
+    if let dW = linear.weightGradient {
+        gemm(.transposed, .none, m: outputs, n: inputs, k: rows, a: dout, lda: outputs, b: inp, ldb: inputs,
+             beta: 1, c: dW, ldc: inputs, pool: pool)
+    }
+    if let db = linear.biasGradient {
+        // Each column summed over rows in order: the same bits at any thread count.
+        pool.parallelRanges(outputs, minimumPerThread: 64) { columns in
+            for r in 0..<rows {
+                for o in columns { db[o] += dout[r * outputs + o] }
+            }
+        }
+    }
+}
