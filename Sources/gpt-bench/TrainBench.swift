@@ -11,16 +11,22 @@ struct TrainBench: ParsableCommand {
 
     enum Preset: String, ExpressibleByArgument, CaseIterable {
         case tiny, small, gpt2
-        var shape: (layers: Int, heads: Int, embedding: Int) {
+        case llamaTiny = "llama-tiny", llamaSmall = "llama-small"
+
+        func config(vocabularySize: Int, length: Int) -> ModelConfig {
             switch self {
-            case .tiny: (4, 4, 128)
-            case .small: (6, 6, 384)
-            case .gpt2: (12, 12, 768)
+            case .tiny: .gpt2(layers: 4, heads: 4, embedding: 128, vocabularySize: vocabularySize, contextLength: length)
+            case .small: .gpt2(layers: 6, heads: 6, embedding: 384, vocabularySize: vocabularySize, contextLength: length)
+            case .gpt2: .gpt2(layers: 12, heads: 12, embedding: 768, vocabularySize: vocabularySize, contextLength: length)
+            case .llamaTiny: .llama(layers: 4, heads: 4, keyValueHeads: 2, embedding: 128, hidden: 384,
+                                    vocabularySize: vocabularySize, contextLength: length)
+            case .llamaSmall: .llama(layers: 6, heads: 6, keyValueHeads: 2, embedding: 384, hidden: 1024,
+                                     vocabularySize: vocabularySize, contextLength: length)
             }
         }
     }
 
-    @Option(help: "Model shapes to measure, comma-separated: tiny, small, gpt2.")
+    @Option(help: "Model shapes to measure, comma-separated: tiny, small, gpt2 (GPT-2 family), llama-tiny, llama-small (6 layers, width 384, 6 query / 2 KV heads).")
     var preset: String = "tiny,small,gpt2"
 
     @Option(help: "Thread counts, comma-separated.")
@@ -36,17 +42,18 @@ struct TrainBench: ParsableCommand {
 
     func run() throws {
         let presets = try preset.split(separator: ",").map { name -> Preset in
-            guard let p = Preset(rawValue: String(name)) else { throw ValidationError("unknown preset '\(name)' (tiny, small, gpt2)") }
+            guard let p = Preset(rawValue: String(name)) else {
+                throw ValidationError("unknown preset '\(name)' (\(Preset.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
             return p
         }
         let peak = InstructionSet.best.measuredPeakGFLOPS()
         if !json {
             print("training step (forward + backward + AdamW), B=\(batch) T=\(length) V=\(vocab); peak \(Int(peak)) GFLOP/s per core (\(InstructionSet.best))")
-            print("preset  thr   SwiftGPT tok/s   PyTorch tok/s   ratio   ms/step   MFU")
+            print("preset       thr   SwiftGPT tok/s   PyTorch tok/s   ratio   ms/step   MFU")
         }
         for p in presets {
-            let config = ModelConfig.gpt2(layers: p.shape.layers, heads: p.shape.heads, embedding: p.shape.embedding,
-                                          vocabularySize: vocab, contextLength: length)
+            let config = p.config(vocabularySize: vocab, length: length)
             let n = Double(config.parameterCount)
             let flopsPerToken = 6 * n + 12 * Double(config.layerCount * config.embeddingSize * length)
             for threadCount in threads.counts {
@@ -62,7 +69,7 @@ struct TrainBench: ParsableCommand {
                 } else {
                     let ref = reference.map { String(format: "%14.0f", tokens / $0) } ?? "             -"
                     let ratio = reference.map { String(format: "%6.2fx", $0 / seconds) } ?? "      -"
-                    print(String(format: "%-6@ %4d %16.0f", p.rawValue, threadCount, tokens / seconds) + "  " + ref + "  " + ratio
+                    print(String(format: "%-11@ %4d %16.0f", p.rawValue, threadCount, tokens / seconds) + "  " + ref + "  " + ratio
                           + String(format: " %9.1f %5.1f%%", seconds * 1000, mfu * 100))
                 }
             }
@@ -95,8 +102,39 @@ struct TrainBench: ParsableCommand {
         let script = """
         import math, sys, time, torch
         import torch.nn as nn, torch.nn.functional as F
-        L, NH, C, V, T, B, threads, steps = map(int, sys.argv[1:9])
+        llama = sys.argv[1] == "llama"
+        L, NH, NKV, C, H, V, T, B, threads, steps = map(int, sys.argv[2:12])
         torch.set_num_threads(threads); torch.manual_seed(0)
+        hd = C // NH
+        inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        angles = torch.outer(torch.arange(T).float(), inv)
+        cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+        def rope(x):
+            x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
+            return x * cos + torch.cat([-x2, x1], -1) * sin
+        class LlamaBlock(nn.Module):
+            def __init__(s):
+                super().__init__()
+                s.n1, s.n2 = nn.RMSNorm(C, eps=1e-5), nn.RMSNorm(C, eps=1e-5)
+                s.qkv, s.o = nn.Linear(C, (NH + 2 * NKV) * hd, bias=False), nn.Linear(C, C, bias=False)
+                s.gate_up, s.down = nn.Linear(C, 2 * H, bias=False), nn.Linear(H, C, bias=False)
+            def forward(s, x):
+                q, k, v = s.qkv(s.n1(x)).split([NH * hd, NKV * hd, NKV * hd], dim=2)
+                q = rope(q.view(B, T, NH, hd).transpose(1, 2)); k = rope(k.view(B, T, NKV, hd).transpose(1, 2))
+                v = v.view(B, T, NKV, hd).transpose(1, 2)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2).contiguous().view(B, T, C)
+                x = x + s.o(y)
+                g, u = s.gate_up(s.n2(x)).chunk(2, dim=-1)
+                return x + s.down(F.silu(g) * u)
+        class Llama(nn.Module):
+            def __init__(s):
+                super().__init__()
+                s.wte = nn.Embedding(V, C); s.h = nn.ModuleList([LlamaBlock() for _ in range(L)]); s.norm = nn.RMSNorm(C, eps=1e-5)
+            def forward(s, idx, targets):
+                x = s.wte(idx)
+                for b in s.h: x = b(x)
+                logits = s.norm(x) @ s.wte.weight.T
+                return F.cross_entropy(logits.view(-1, V), targets.view(-1))
         class Block(nn.Module):
             def __init__(s):
                 super().__init__()
@@ -119,7 +157,7 @@ struct TrainBench: ParsableCommand {
                 for b in s.h: x = b(x)
                 logits = s.ln_f(x) @ s.wte.weight.T
                 return F.cross_entropy(logits.view(-1, V), targets.view(-1))
-        model = GPT()
+        model = Llama() if llama else GPT()
         decay = [p for p in model.parameters() if p.dim() >= 2]; other = [p for p in model.parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}], lr=1e-4, betas=(0.9, 0.95))
         x = torch.randint(0, V, (B, T)); y = torch.randint(0, V, (B, T))
@@ -133,8 +171,9 @@ struct TrainBench: ParsableCommand {
         """
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script] + [config.layerCount, config.headCount, config.embeddingSize,
-                                                         config.vocabularySize, length, batch, threads, steps].map(String.init)
+        process.arguments = ["python3", "-c", script, config.family.rawValue]
+            + [config.layerCount, config.headCount, config.keyValueHeadCount, config.embeddingSize, config.hiddenSize,
+               config.vocabularySize, length, batch, threads, steps].map(String.init)
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
