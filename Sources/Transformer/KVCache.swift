@@ -13,7 +13,9 @@ public final class KVCache {
     let keys: [FloatBuffer]
     let values: [FloatBuffer]
     let workspace: Workspace
-    private(set) var activations: InferenceActivations?
+    private var activations: InferenceActivations?
+    /// Decoding's one-row activations, apart from the prompt's: a few KB that stay in cache.
+    private var decodeActivations: InferenceActivations?
 
     public init(_ model: LanguageModel, capacity: Int) throws {
         guard capacity > 0 else { throw ModelError("the KV cache needs room for at least one token") }
@@ -40,6 +42,12 @@ public final class KVCache {
 
     /// Activations for `rows` new rows, grown on demand and kept.
     func activations(_ config: ModelConfig, rows: Int) -> InferenceActivations {
+        if rows == 1 {
+            if let a = decodeActivations { return a }
+            let a = InferenceActivations(config: config, rows: 1, capacity: capacity)
+            decodeActivations = a
+            return a
+        }
         if let a = activations, a.rows >= rows { return a }
         let a = InferenceActivations(config: config, rows: max(rows, activations?.rows ?? 0), capacity: capacity)
         activations = a
