@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "BPETests", dependencies: ["TestSupport", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TransformerTests", dependencies: ["TestSupport", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels"]),
-        .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
+        .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
         .testTarget(name: "ServerTests", dependencies: ["Server"]),
     ],

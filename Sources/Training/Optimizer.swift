@@ -42,15 +42,36 @@ public final class AdamWOptimizer: @unchecked Sendable {
 }
 
 /// Scales the gradients so their global L2 norm is at most `maxNorm`; returns the norm before
-/// clipping (computed in Double, in a fixed order).
+/// clipping. Sums of squares are taken in Double over fixed blocks of 64K and added in block
+/// order, so the result is the same at any thread count.
 @discardableResult
-public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
-    var sum: Double = 0
-    for g in gradients { sum += Double(g) * Double(g) }
-    let norm = Float(sum.squareRoot())
+public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float,
+                             pool: ThreadPool = .shared) -> Float {
+    let block = 65_536, blocks = (gradients.count + block - 1) / block
+    var partial = [Double](repeating: 0, count: blocks)
+    partial.withUnsafeMutableBufferPointer { partial in
+        pool.parallelRanges(blocks, minimumPerThread: 4) { range in
+            for b in range {
+                let end = min(gradients.count, (b + 1) * block)
+                var lanes = SIMD8<Double>()
+                var i = b * block
+                while i + 8 <= end {
+                    let x = SIMD8<Double>(UnsafeRawPointer(gradients.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self))
+                    lanes += x * x
+                    i += 8
+                }
+                var sum = lanes.sum()
+                while i < end { sum += Double(gradients[i]) * Double(gradients[i]); i += 1 }
+                partial[b] = sum
+            }
+        }
+    }
+    let norm = Float(partial.reduce(0, +).squareRoot())
     if maxNorm > 0 && norm > maxNorm {
         let scale = maxNorm / (norm + 1e-6)
-        for i in gradients.indices { gradients[i] *= scale }
+        pool.parallelRanges(gradients.count, minimumPerThread: 65_536) { range in
+            for i in range { gradients[i] *= scale }
+        }
     }
     return norm
 }

@@ -100,7 +100,7 @@ public final class Trainer {
             let scale = 1 / Float(options.gradientAccumulation)
             for i in model.gradients.indices { model.gradients[i] *= scale }
         }
-        let norm = clipGradientNorm(model.gradients, maxNorm: options.gradientClip)
+        let norm = clipGradientNorm(model.gradients, maxNorm: options.gradientClip, pool: model.pool)
         let rate = schedule.rate(at: step)
         optimizer.update(model, learningRate: rate)
         step += 1

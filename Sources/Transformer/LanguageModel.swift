@@ -341,15 +341,14 @@ public final class LanguageModel: @unchecked Sendable {
         }
     }
 
-    /// out = dropout mask · x at `site` (a copy when dropout is off): a residual branch's gradient.
-    private func copyWithDropout(_ out: FloatBuffer, from x: FloatBuffer, count: Int, site: Int) {
+    /// The gradient of a residual branch that went through dropout at `site`: dResidual masked
+    /// into `scratch`, or dResidual itself when dropout is off.
+    private func branchGradient(_ dResidual: FloatBuffer, scratch: FloatBuffer, count: Int, site: Int) -> UnsafeBufferPointer<Float> {
+        guard let dropout else { return UnsafeBufferPointer(dResidual) }
         pool.parallelRanges(count, minimumPerThread: 65_536) { range in
-            if let dropout {
-                for i in range { out[i] = x[i] * dropout.scale(site: site, index: i) }
-            } else {
-                for i in range { out[i] = x[i] }
-            }
+            for i in range { scratch[i] = dResidual[i] * dropout.scale(site: site, index: i) }
         }
+        return UnsafeBufferPointer(scratch)
     }
 
     // MARK: backward
@@ -382,9 +381,9 @@ public final class LanguageModel: @unchecked Sendable {
             let w = weights.blocks[l], s = a.blocks[l]
             let input = UnsafeBufferPointer(l == 0 ? a.encoded : a.blocks[l - 1].output)
             // output = afterAttention + dropout(down(hidden)): both get dResidual.
-            copyWithDropout(a.dBranch, from: dResidual, count: BT * C, site: 3 + 3 * l)
+            let dMLP = branchGradient(dResidual, scratch: a.dBranch, count: BT * C, site: 3 + 3 * l)
             a.dHidden.update(repeating: 0)
-            linearBackward(dinp: a.dHidden, dout: UnsafeBufferPointer(a.dBranch), inp: UnsafeBufferPointer(s.hidden), w.down,
+            linearBackward(dinp: a.dHidden, dout: dMLP, inp: UnsafeBufferPointer(s.hidden), w.down,
                            rows: BT, workspace: workspace)
             a.dHiddenIn.update(repeating: 0)
             activationBackward(dinp: a.dHiddenIn, inp: UnsafeBufferPointer(s.hiddenIn), dout: UnsafeBufferPointer(a.dHidden),
@@ -395,9 +394,9 @@ public final class LanguageModel: @unchecked Sendable {
             normBackward(dinp: dResidual, dout: UnsafeBufferPointer(a.dNormed), inp: UnsafeBufferPointer(s.afterAttention),
                          w.mlpNorm, statistics: s.statistics2, rows: BT, config: config)
             // afterAttention = input + dropout(attentionOutput(attended))
-            copyWithDropout(a.dBranch, from: dResidual, count: BT * C, site: 2 + 3 * l)
+            let dAttention = branchGradient(dResidual, scratch: a.dBranch, count: BT * C, site: 2 + 3 * l)
             a.dAttended.update(repeating: 0)
-            linearBackward(dinp: a.dAttended, dout: UnsafeBufferPointer(a.dBranch), inp: UnsafeBufferPointer(s.attended),
+            linearBackward(dinp: a.dAttended, dout: dAttention, inp: UnsafeBufferPointer(s.attended),
                            w.attentionOutput, rows: BT, workspace: workspace)
             a.dQKV.update(repeating: 0)
             let site = 1 + 3 * l, dropout = self.dropout
@@ -429,10 +428,10 @@ public final class LanguageModel: @unchecked Sendable {
                          statistics: s.statistics1, rows: BT, config: config)
         }
         // encoded = dropout(embeddings)
-        copyWithDropout(a.dBranch, from: dResidual, count: BT * C, site: 0)
+        let dEmbedded = branchGradient(dResidual, scratch: a.dBranch, count: BT * C, site: 0)
         last.tokens.withUnsafeBufferPointer { ids in
             a.positions.withUnsafeBufferPointer { positions in
-                embeddingBackward(dout: UnsafeBufferPointer(a.dBranch), tokens: ids, positions: positions,
+                embeddingBackward(dout: dEmbedded, tokens: ids, positions: positions,
                                   token: weights.tokenEmbedding, position: weights.positionEmbedding, rows: BT, columns: C)
             }
         }

@@ -69,7 +69,7 @@ struct TrainBench: ParsableCommand {
                 } else {
                     let ref = reference.map { String(format: "%14.0f", tokens / $0) } ?? "             -"
                     let ratio = reference.map { String(format: "%6.2fx", $0 / seconds) } ?? "      -"
-                    print(String(format: "%-11@ %4d %16.0f", p.rawValue, threadCount, tokens / seconds) + "  " + ref + "  " + ratio
+                    print(p.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0) + String(format: " %4d %16.0f", threadCount, tokens / seconds) + "  " + ref + "  " + ratio
                           + String(format: " %9.1f %5.1f%%", seconds * 1000, mfu * 100))
                 }
             }
@@ -90,7 +90,7 @@ struct TrainBench: ParsableCommand {
             try model.forward(tokens: tokens, targets: targets, batch: batch, length: length)
             model.zeroGradients()
             model.backward()
-            clipGradientNorm(model.gradients, maxNorm: 1)
+            clipGradientNorm(model.gradients, maxNorm: 1, pool: model.pool)
             optimizer.update(model, learningRate: 1e-4)
             if step >= 2 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
         }

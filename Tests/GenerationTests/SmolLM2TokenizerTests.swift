@@ -8,7 +8,7 @@ import BPE
 /// vocabulary (Digits + ByteLevel, as SmolLM2's tokenizer.json), on the torture text.
 final class SmolLM2TokenizerTests: XCTestCase {
     func testMatchesHuggingFaceTokenizers() throws {
-        let path = try SmolLM2FidelityTests.modelPath()
+        let path = try smolLM2Path()
         let tokenizer = try Tokenizer.fromGGUF(try GGUFFile(url: URL(fileURLWithPath: path)))
         XCTAssertEqual(tokenizer.preTokenizer, .smollm)
         let torture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

@@ -81,3 +81,6 @@ public struct ParityFixture {
         return result
     }
 }
+
+/// SmolLM2-135M-Instruct's GGUF file in the asset cache (scripts/fetch-assets.sh smollm2).
+public func smolLM2Path() throws -> String { try assetURL("models/SmolLM2-135M-Instruct.Q4_1.gguf").path }

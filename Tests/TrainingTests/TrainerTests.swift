@@ -25,9 +25,12 @@ final class TrainerTests: XCTestCase {
     }
 
     func makeTrainer(steps: Int, shards: (train: [TokenShard.Reader], validation: [TokenShard.Reader]),
-                     dropout: Float = 0.1) throws -> Trainer {
-        let model = try LanguageModel(config: .gpt2(layers: 2, heads: 2, embedding: 16, vocabularySize: 32, contextLength: 16,
-                                          dropout: dropout))
+                     dropout: Float = 0.1, family: ModelConfig.Family = .gpt2) throws -> Trainer {
+        let config: ModelConfig = family == .gpt2
+            ? .gpt2(layers: 2, heads: 2, embedding: 16, vocabularySize: 32, contextLength: 16, dropout: dropout)
+            : .llama(layers: 2, heads: 4, keyValueHeads: 2, embedding: 16, hidden: 32, vocabularySize: 32, contextLength: 16,
+                     dropout: dropout)
+        let model = try LanguageModel(config: config)
         model.initializeWeights(seed: 5)
         var options = TrainingOptions()
         options.batchSize = 4
@@ -42,15 +45,19 @@ final class TrainerTests: XCTestCase {
     }
 
     func testLossFallsAndResumeGivesTheSameBits() throws {
+        for family in [ModelConfig.Family.gpt2, .llama] { try checkLossFallsAndResumeGivesTheSameBits(family) }
+    }
+
+    func checkLossFallsAndResumeGivesTheSameBits(_ family: ModelConfig.Family) throws {
         let shards = try makeShards()
-        let straight = try makeTrainer(steps: 12, shards: shards)
+        let straight = try makeTrainer(steps: 12, shards: shards, family: family)
         var reports: [StepReport] = []
         for _ in 0..<12 { reports.append(try straight.trainStep()) }
         let lastThree = reports.suffix(3).map(\.trainLoss).reduce(0, +) / 3
-        XCTAssertLessThan(lastThree, reports.first!.trainLoss * 0.87, "\(reports.map(\.trainLoss))")
+        XCTAssertLessThan(lastThree, reports.first!.trainLoss * 0.87, "\(family): \(reports.map(\.trainLoss))")
         XCTAssertNotNil(reports[4].validationLoss)
 
-        let first = try makeTrainer(steps: 12, shards: shards)
+        let first = try makeTrainer(steps: 12, shards: shards, family: family)
         for _ in 0..<5 { _ = try first.trainStep() }
         let checkpoint = directory.appendingPathComponent("checkpoint")
         try first.save(to: checkpoint)
@@ -66,7 +73,7 @@ final class TrainerTests: XCTestCase {
         try resumed.restore(from: checkpoint)
         XCTAssertEqual(resumed.step, 5)
         for _ in 5..<12 { _ = try resumed.trainStep() }
-        XCTAssertEqual(Array(resumed.model.parameters), Array(straight.model.parameters), "resumed run differs")
+        XCTAssertEqual(Array(resumed.model.parameters), Array(straight.model.parameters), "\(family): resumed run differs")
     }
 
     func testCorruptShardsAreRefused() throws {
