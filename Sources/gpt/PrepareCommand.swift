@@ -37,7 +37,7 @@ struct PrepareCommand: ParsableCommand {
     }
 
     func run() throws {
-        let encoder = try Tokenizer.load(path: tokenizer, pattern: pattern)
+        let encoder = try Tokenizer.load(modelOrTokenizer: tokenizer, pattern: pattern)
         guard encoder.vocabularySize <= 65_536 else {
             throw ValidationError("the tokenizer has \(encoder.vocabularySize) ids; llm.c shards hold uint16 ids (at most 65,536)")
         }

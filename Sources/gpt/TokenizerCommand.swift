@@ -18,8 +18,7 @@ struct TokenizerCommand: ParsableCommand {
         var pattern: PreTokenizer?
 
         func load() throws -> Tokenizer {
-            if tokenizer.hasSuffix(".gguf") { return try Tokenizer.fromGGUF(GGUFFile(url: URL(fileURLWithPath: tokenizer))) }
-            return try Tokenizer.load(path: tokenizer, pattern: pattern)
+            try Tokenizer.load(modelOrTokenizer: tokenizer, pattern: pattern)
         }
     }
 

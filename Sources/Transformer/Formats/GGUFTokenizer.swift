@@ -2,6 +2,13 @@ import BPE
 import Foundation
 
 extension Tokenizer {
+    /// A tokenizer from any path the commands take: what `Tokenizer.load(path:pattern:)` reads, or
+    /// a `.gguf` model's own tokenizer.
+    public static func load(modelOrTokenizer path: String, pattern: PreTokenizer? = nil) throws -> Tokenizer {
+        if path.hasSuffix(".gguf") { return try fromGGUF(GGUFFile(url: URL(fileURLWithPath: path))) }
+        return try load(path: path, pattern: pattern)
+    }
+
     /// The tokenizer a GGUF file carries in its metadata (`tokenizer.ggml.model` = "gpt2": byte-level
     /// BPE): tokens, merges, token types (control and user-defined tokens are special), and the
     /// pre-tokenizer named by `tokenizer.ggml.pre`.
