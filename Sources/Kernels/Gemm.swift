@@ -124,6 +124,24 @@ public func gemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: In
     }
 }
 
+/// C (m × n) = A (m × k, leading dimension lda) · Wᵀ for a GGML tensor W of n rows of k
+/// elements (k a multiple of 32), dequantised panel by panel while the gemm packs it: W is read
+/// once per call whatever m is, and never expanded to fp32 whole.
+///
+///     // The q|k|v projection of 16 decoding sequences: out (16, 576) = x (16, 576) · Wqᵀ
+///     quantizedGemm(.q4_1, m: 16, n: 576, k: 576, a: x, lda: 576, weights: wq, c: out, ldc: 1152)
+public func quantizedGemm(_ type: GGMLType, m: Int, n: Int, k: Int, a: UnsafeBufferPointer<Float>, lda: Int,
+                          weights: UnsafeRawPointer, c: UnsafeMutableBufferPointer<Float>, ldc: Int,
+                          pool: ThreadPool = .shared, isa: InstructionSet = .best) {
+    precondition(k % type.blockSize == 0 && lda >= k && ldc >= n, "quantizedGemm: bad sizes")
+    precondition(m == 0 || (a.count >= (m - 1) * lda + k && c.count >= (m - 1) * ldc + n), "quantizedGemm: buffer too small")
+    if m == 0 || n == 0 { return }
+    var gemm = BlockedGemm(isa: isa, transA: .none, transB: .transposed, m: m, n: n, k: k, alpha: 1, a: a.baseAddress!,
+                           lda: lda, b: UnsafePointer(bitPattern: 1)!, ldb: k, beta: 0, c: c.baseAddress!, ldc: ldc)
+    gemm.quantizedB = (type, weights)
+    gemm.run(pool: pool)
+}
+
 private func scaleMatrix(_ c: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int,
                          by beta: Float) {
     for i in 0..<rows {
@@ -154,6 +172,9 @@ private struct BlockedGemm {
     static let kc = 768
     static let mc = 144
     static let nc = 3072
+    /// For a few rows (decoding a batch), blocks of B small enough that a packed block stays in
+    /// L2 while the rows run over it: B is then read from memory once, as the rows need.
+    static let ncFewRows = 512
 
     let isa: InstructionSet
     let transA: Transpose, transB: Transpose
@@ -161,6 +182,8 @@ private struct BlockedGemm {
     let alpha: Float
     let a: UnsafePointer<Float>, lda: Int
     let b: UnsafePointer<Float>, ldb: Int
+    /// When set, op(B) is Wᵀ for this GGML tensor W (n rows of k), dequantised while packing.
+    var quantizedB: (type: GGMLType, bytes: UnsafeRawPointer)? = nil
     let beta: Float
     let c: UnsafeMutablePointer<Float>, ldc: Int
 
@@ -169,16 +192,17 @@ private struct BlockedGemm {
 
     func run(pool: ThreadPool) {
         let (mr, nr) = isa.gemmTile
+        let blockColumns = m <= 64 ? Self.ncFewRows : Self.nc
         let kcMax = min(Self.kc, k)
-        let ncMax = min(Self.nc, n)
+        let ncMax = min(blockColumns, n)
         let bPack = AlignedBuffer(count: kcMax * roundUp(ncMax, nr))
         defer { bPack.free() }
         let threads = pool.threadCount
         let aPacks = (0..<threads).map { _ in AlignedBuffer(count: kcMax * roundUp(min(Self.mc, m), mr)) }
         defer { aPacks.forEach { $0.free() } }
 
-        for jc in stride(from: 0, to: n, by: Self.nc) {
-            let nc = min(Self.nc, n - jc)
+        for jc in stride(from: 0, to: n, by: blockColumns) {
+            let nc = min(blockColumns, n - jc)
             let panels = (nc + nr - 1) / nr
             for pc in stride(from: 0, to: k, by: Self.kc) {
                 let kc = min(Self.kc, k - pc)
@@ -260,6 +284,18 @@ private struct BlockedGemm {
                        column: Int, columns: Int) {
         let nr = self.nr
         if columns < nr { dst.update(repeating: 0, count: rows * nr) }
+        if let (type, bytes) = quantizedB {
+            // Row `column + j` of W, elements row..<row+rows (whole blocks: KC and K are
+            // multiples of 32), dequantised and laid across the panel.
+            let rowBytes = k / type.blockSize * type.blockBytes, offset = row / type.blockSize * type.blockBytes
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows) { segment in
+                for j in 0..<columns {
+                    dequantize(type, bytes + (column + j) * rowBytes + offset, count: rows, into: segment.baseAddress!, isa: isa)
+                    for p in 0..<rows { dst[p * nr + j] = segment[p] }
+                }
+            }
+            return
+        }
         if transB == .none {
             for p in 0..<rows {
                 (dst + p * nr).update(from: b + (row + p) * ldb + column, count: columns)

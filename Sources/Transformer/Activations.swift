@@ -116,27 +116,62 @@ final class TrainingActivations {
     }
 }
 
-/// The activations of an inference forward pass over up to `rows` new rows of one sequence
-/// whose cache holds up to `capacity` positions; one block's buffers serve every block in turn.
+/// The activations of an inference pass over `rows` rows with room for `attentionCount`
+/// attention weights and `logitRows` rows of logits; one block's buffers serve every block in turn.
 final class InferenceActivations {
-    let rows: Int, capacity: Int
+    let rows: Int, attentionCount: Int, logitRows: Int
     let arena: Arena
     let encoded, projected, finalNormed, logits: FloatBuffer
     let finalStatistics: NormStatistics
     let block: BlockActivations
 
-    init(config: ModelConfig, rows: Int, capacity: Int) {
+    init(config: ModelConfig, rows: Int, attentionCount: Int, logitRows: Int) {
         self.rows = rows
-        self.capacity = capacity
-        let C = config.embeddingSize, attention = config.headCount * rows * capacity
-        let arena = Arena(count: rows * 2 * C + C + 2 + config.vocabularySize
-                          + BlockActivations.count(config, rows: rows, attentionCount: attention, dropout: false))
+        self.attentionCount = attentionCount
+        self.logitRows = logitRows
+        let C = config.embeddingSize, V = config.vocabularySize, R = max(1, logitRows)
+        let arena = Arena(count: rows * 2 * C + R * (C + 2 + V)
+                          + BlockActivations.count(config, rows: rows, attentionCount: attentionCount, dropout: false))
         self.arena = arena
         encoded = arena.take(rows * C)
         projected = arena.take(rows * C)
-        finalNormed = arena.take(C)
-        finalStatistics = NormStatistics(mean: arena.take(1), rstd: arena.take(1))
-        logits = arena.take(config.vocabularySize)
-        block = BlockActivations(arena, config: config, rows: rows, attentionCount: attention, dropout: false)
+        finalNormed = arena.take(R * C)
+        finalStatistics = NormStatistics(mean: arena.take(R), rstd: arena.take(R))
+        logits = arena.take(R * V)
+        block = BlockActivations(arena, config: config, rows: rows, attentionCount: attentionCount, dropout: false)
+    }
+}
+
+/// The scratch of inference passes: activations grown to the largest batch seen, kept for the
+/// next, and room to dequantise. One per worker (a scheduler, a generator); not shared between
+/// threads.
+public final class InferenceWorkspace {
+    let scratch: Workspace
+    private var activations: InferenceActivations?
+    /// Decoding's one-row activations, apart from the prompt's: a few KB that stay in cache.
+    private var decodeActivations: InferenceActivations?
+    /// Seconds spent in the linear layers (the gemms and matrix-vector products) while
+    /// `measuring` is on: `gpt-bench generate` reports the rest of a step.
+    public var linearSeconds: Double = 0
+    public var measuring = false
+
+    public init(pool: ThreadPool = .shared) { scratch = Workspace(pool: pool) }
+
+    func activations(_ config: ModelConfig, rows: Int, attentionCount: Int, logitRows: Int) -> InferenceActivations {
+        if rows == 1, logitRows <= 1 {
+            if let a = decodeActivations, a.attentionCount >= attentionCount { return a }
+            let a = InferenceActivations(config: config, rows: 1, attentionCount: max(attentionCount, 2 * (decodeActivations?.attentionCount ?? 0)),
+                                         logitRows: 1)
+            decodeActivations = a
+            return a
+        }
+        if let a = activations, a.rows >= rows, a.attentionCount >= attentionCount, a.logitRows >= logitRows { return a }
+        let old = activations
+        activations = nil
+        let a = InferenceActivations(config: config, rows: max(rows, old?.rows ?? 0),
+                                     attentionCount: max(attentionCount, old?.attentionCount ?? 0),
+                                     logitRows: max(logitRows, old?.logitRows ?? 0))
+        activations = a
+        return a
     }
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Kernels
 
@@ -182,6 +183,8 @@ public final class LanguageModel: @unchecked Sendable {
     private struct Span {
         var first: Int, rows: Int, offset: Int
         var cache: KVCache?
+        /// The cache's block table, for the length of one forward pass.
+        var table: UnsafePointer<Int32>? = nil
         /// Where this span's (T, S) attention weights start, per head.
         var attentionBase: Int
         var keyCount: Int { offset + rows }
@@ -240,60 +243,149 @@ public final class LanguageModel: @unchecked Sendable {
     /// Generation: runs `tokens` at the cache's next positions, appending their keys and values;
     /// returns the last token's logits (V floats, valid until the cache's next forward call).
     public func forward(_ tokens: [Int], cache: KVCache) throws -> UnsafeBufferPointer<Float> {
-        let T = tokens.count, C = config.embeddingSize
-        guard T > 0 else { throw ModelError("no tokens to run") }
-        try checkTokens(tokens.map { Int32(clamping: $0) }, targets: nil)
-        guard cache.keys.count == config.layerCount, cache.keys[0].count == cache.capacity * config.keyValueSize else {
-            throw ModelError("the KV cache was made for another model")
+        let workspace = cache.workspace ?? InferenceWorkspace(pool: pool)
+        cache.workspace = workspace
+        let result = try forward(batch: [BatchEntry(cache: cache, tokens: tokens)], workspace: workspace)
+        return result.logits(entry: 0)
+    }
+
+    /// One step for many sequences (a ragged batch): each entry's tokens run at its cache's next
+    /// positions, prefill chunks and single decoding tokens mixed, every weight matrix read once
+    /// for all rows. Returns the logits each entry asks for and, for entries with `targets`, the
+    /// log-probability of each target without keeping their logits. Every cache must be a
+    /// different sequence. Results are views into `workspace`, valid until its next use.
+    public func forward(batch: [BatchEntry], workspace: InferenceWorkspace) throws -> BatchResult {
+        let C = config.embeddingSize, V = config.vocabularySize, NH = config.headCount
+        guard !batch.isEmpty else { throw ModelError("an empty batch") }
+        var spans: [Span] = [], logitRows: [Int] = [], logitRanges: [Range<Int>] = []
+        var ids: [Int32] = [], positions: [Int32] = []
+        var attentionCount = 0
+        for (index, entry) in batch.enumerated() {
+            let cache = entry.cache, T = entry.tokens.count
+            guard T > 0 else { throw ModelError("batch entry \(index) has no tokens") }
+            guard cache.pool.keys.count == config.layerCount, cache.pool.keyValueSize == config.keyValueSize else {
+                throw ModelError("batch entry \(index): the KV cache was made for another model")
+            }
+            guard !batch[..<index].contains(where: { $0.cache === cache }) else {
+                throw ModelError("batch entry \(index): its sequence is already in the batch")
+            }
+            if let targets = entry.targets, targets.count != T {
+                throw ModelError("batch entry \(index): \(targets.count) targets for \(T) tokens")
+            }
+            let rowIDs = entry.tokens.map { Int32(clamping: $0) }
+            try checkTokens(rowIDs, targets: entry.targets?.map { Int32(clamping: $0) })
+            try cache.reserve(T)
+            let first = ids.count
+            spans.append(Span(first: first, rows: T, offset: cache.count, cache: cache, attentionBase: attentionCount))
+            attentionCount += NH * T * (cache.count + T)
+            ids += rowIDs
+            positions += (0..<T).map { Int32(cache.count + $0) }
+            let start = logitRows.count
+            switch entry.logits {
+            case .none: break
+            case .last: logitRows.append(first + T - 1)
+            case .all: logitRows += first..<(first + T)
+            }
+            logitRanges.append(start..<logitRows.count)
         }
-        guard cache.count + T <= cache.capacity else {
-            throw ModelError("position \(cache.count + T) exceeds the KV cache (\(cache.capacity) tokens; context length \(config.contextLength))")
+        let rows = ids.count, R = logitRows.count
+        let scoreChunk = batch.contains { $0.targets != nil } ? 64 : 0
+        let a = workspace.activations(config, rows: rows, attentionCount: attentionCount, logitRows: max(R, scoreChunk))
+        let scratch = workspace.scratch
+        scratch.pool = pool
+        workspace.linearSeconds = 0
+        let timer = workspace.measuring ? workspace : nil
+        // The block tables, fixed for this step, where the attention loop can read them.
+        var tables: [Int32] = [], tableStarts: [Int] = []
+        for span in spans {
+            tableStarts.append(tables.count)
+            tables += span.cache!.blocks
         }
-        let a = cache.activations(config, rows: T)
-        let workspace = cache.workspace
-        workspace.pool = pool
-        let span = Span(first: 0, rows: T, offset: cache.count, cache: cache, attentionBase: 0)
-        let ids = tokens.map { Int32($0) }, positions = (0..<T).map { Int32(cache.count + $0) }
-        ids.withUnsafeBufferPointer { ids in
-            positions.withUnsafeBufferPointer { positions in
-                embeddingForward(out: a.encoded, tokens: ids, positions: positions, token: weights.tokenEmbedding,
-                                 position: weights.positionEmbedding, rows: T, pool: pool)
-                var input = UnsafeBufferPointer(a.encoded)
-                for l in 0..<config.layerCount {
-                    block(l, input: input, a.block, projected: a.projected, rows: T, positions: positions, spans: [span],
-                          dropout: nil, workspace: workspace)
-                    input = UnsafeBufferPointer(a.block.output)
+        var scores: [[Float]?] = Array(repeating: nil, count: batch.count)
+        try tables.withUnsafeBufferPointer { tables in
+            for index in spans.indices { spans[index].table = tables.baseAddress! + tableStarts[index] }
+            try ids.withUnsafeBufferPointer { ids in
+                try positions.withUnsafeBufferPointer { positions in
+                    embeddingForward(out: a.encoded, tokens: ids, positions: positions, token: weights.tokenEmbedding,
+                                     position: weights.positionEmbedding, rows: rows, pool: pool)
+                    var input = UnsafeBufferPointer(a.encoded)
+                    for l in 0..<config.layerCount {
+                        block(l, input: input, a.block, projected: a.projected, rows: rows, positions: positions, spans: spans,
+                              dropout: nil, workspace: scratch, timer: timer)
+                        input = UnsafeBufferPointer(a.block.output)
+                    }
+                    // The final norm and the output layer only for the rows asked for.
+                    for (r, row) in logitRows.enumerated() {
+                        (a.encoded.baseAddress! + r * C).update(from: input.baseAddress! + row * C, count: C)
+                    }
+                    if R > 0 {
+                        normForward(out: a.finalNormed, statistics: a.finalStatistics, inp: UnsafeBufferPointer(a.encoded),
+                                    weights.outputNorm, rows: R, config: config, pool: pool)
+                        timed(timer) {
+                            linearForward(out: a.logits, inp: UnsafeBufferPointer(a.finalNormed), weights.output, rows: R, workspace: scratch)
+                        }
+                    }
+                    for (index, entry) in batch.enumerated() {
+                        guard let targets = entry.targets else { continue }
+                        scores[index] = try logProbabilities(of: targets, rows: spans[index].first, input: input, a, scratch: scratch,
+                                                             timer: timer)
+                    }
                 }
-                // Only the last position's logits.
-                normForward(out: a.finalNormed, statistics: a.finalStatistics,
-                            inp: UnsafeBufferPointer(rebasing: input[((T - 1) * C)..<(T * C)]), weights.outputNorm,
-                            rows: 1, config: config, pool: pool)
             }
         }
-        linearForward(out: a.logits, inp: UnsafeBufferPointer(a.finalNormed), weights.output, rows: 1, workspace: workspace)
-        cache.advance(by: T)
-        return UnsafeBufferPointer(a.logits)
+        for span in spans { span.cache!.advance(by: span.rows) }
+        return BatchResult(logits: UnsafeBufferPointer(rebasing: a.logits[0..<(R * V)]), vocabularySize: V, ranges: logitRanges,
+                           logProbabilities: scores)
+    }
+
+    /// log softmax(logits)[target] at rows first..<first+targets.count of the last block's output,
+    /// through the output layer a chunk of rows at a time (the rows' logits are never all kept).
+    private func logProbabilities(of targets: [Int], rows first: Int, input: UnsafeBufferPointer<Float>, _ a: InferenceActivations,
+                                  scratch: Workspace, timer: InferenceWorkspace?) throws -> [Float] {
+        let C = config.embeddingSize, V = config.vocabularySize, chunk = max(1, a.logitRows)
+        var result: [Float] = []
+        for start in stride(from: 0, to: targets.count, by: chunk) {
+            let n = min(chunk, targets.count - start)
+            (a.encoded.baseAddress!).update(from: input.baseAddress! + (first + start) * C, count: n * C)
+            normForward(out: a.finalNormed, statistics: a.finalStatistics, inp: UnsafeBufferPointer(a.encoded), weights.outputNorm,
+                        rows: n, config: config, pool: pool)
+            timed(timer) { linearForward(out: a.logits, inp: UnsafeBufferPointer(a.finalNormed), weights.output, rows: n, workspace: scratch) }
+            for r in 0..<n {
+                let row = a.logits.baseAddress! + r * V, target = row[targets[start + r]]
+                result.append(target - sg_softmax_row(InstructionSet.best.rawValue, V, row))
+            }
+        }
+        return result
+    }
+
+    private func timed(_ timer: InferenceWorkspace?, _ body: () -> Void) {
+        guard let timer else { return body() }
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        timer.linearSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
     /// One block over `rows` rows: input (rows, C) -> a.output (rows, C). With caches, the spans'
     /// new keys and values are appended to them first.
     private func block(_ l: Int, input: UnsafeBufferPointer<Float>, _ a: BlockActivations, projected: FloatBuffer,
                        rows: Int, positions: UnsafeBufferPointer<Int32>, spans: [Span], dropout: Dropout?,
-                       workspace: Workspace) {
+                       workspace: Workspace, timer: InferenceWorkspace? = nil) {
         let w = weights.blocks[l]
         let C = config.embeddingSize, W = config.qkvSize, kv = config.keyValueSize
         let NH = config.headCount, group = NH / config.keyValueHeadCount, hd = config.headSize
         normForward(out: a.normed1, statistics: a.statistics1, inp: input, w.attentionNorm, rows: rows, config: config, pool: pool)
-        linearForward(out: a.qkv, inp: UnsafeBufferPointer(a.normed1), w.qkv, rows: rows, workspace: workspace)
+        timed(timer) { linearForward(out: a.qkv, inp: UnsafeBufferPointer(a.normed1), w.qkv, rows: rows, workspace: workspace) }
         if !frequencies.isEmpty {
             rotary(a.qkv, rows: rows, ld: W, positions: positions, frequencies: frequencies, config: config, pool: pool)
         }
         for span in spans {
             guard let cache = span.cache else { continue }
+            let pool = cache.pool, P = pool.blockSize
             for t in 0..<span.rows {
-                let row = a.qkv.baseAddress! + (span.first + t) * W + NH * hd
-                (cache.keys[l].baseAddress! + (span.offset + t) * kv).update(from: row, count: kv)
-                (cache.values[l].baseAddress! + (span.offset + t) * kv).update(from: row + kv, count: kv)
+                let row = a.qkv.baseAddress! + (span.first + t) * W + NH * hd, position = span.offset + t
+                let offset = pool.offset(block: span.table![position / P], slot: position % P)
+                (pool.keys[l].baseAddress! + offset).update(from: row, count: kv)
+                (pool.values[l].baseAddress! + offset).update(from: row + kv, count: kv)
             }
         }
         let site = 1 + 3 * l
@@ -301,28 +393,30 @@ public final class LanguageModel: @unchecked Sendable {
             let span = spans[index / NH], h = index % NH, g = h / group
             let S = span.keyCount, attention = span.attentionBase + h * span.rows * S
             let q = UnsafePointer(a.qkv.baseAddress! + span.first * W + h * hd)
-            let keys: UnsafePointer<Float>, values: UnsafePointer<Float>, ldkv: Int
+            let rows: KeyValueRows
             if let cache = span.cache {
-                (keys, values, ldkv) = (UnsafePointer(cache.keys[l].baseAddress! + g * hd),
-                                        UnsafePointer(cache.values[l].baseAddress! + g * hd), kv)
+                rows = KeyValueRows(keys: cache.pool.keys[l].baseAddress! + g * hd, values: cache.pool.values[l].baseAddress! + g * hd,
+                                    ld: kv, table: span.table, blockSize: cache.pool.blockSize)
             } else {
                 let k = a.qkv.baseAddress! + span.first * W + NH * hd + g * hd
-                (keys, values, ldkv) = (UnsafePointer(k), UnsafePointer(k + kv), W)
+                rows = .contiguous(keys: k, values: k + kv, ld: W)
             }
             attentionHeadForward(y: a.attended.baseAddress! + span.first * C + h * hd, ldy: C,
                                  probabilities: a.probabilities.baseAddress! + attention, q: q, ldq: W,
-                                 keys: keys, values: values, ldkv: ldkv, T: span.rows, S: S, offset: span.offset, headSize: hd,
+                                 kv: rows, T: span.rows, S: S, offset: span.offset, headSize: hd,
                                  dropout: dropout.map { ($0, site, attention, a.dropped.baseAddress! + attention) })
         }
-        linearForward(out: projected, inp: UnsafeBufferPointer(a.attended), w.attentionOutput, rows: rows, workspace: workspace)
+        timed(timer) {
+            linearForward(out: projected, inp: UnsafeBufferPointer(a.attended), w.attentionOutput, rows: rows, workspace: workspace)
+        }
         applyDropout(projected, count: rows * C, site: 2 + 3 * l, dropout)
         add(a.afterAttention, input, projected, count: rows * C)
         normForward(out: a.normed2, statistics: a.statistics2, inp: UnsafeBufferPointer(a.afterAttention), w.mlpNorm,
                     rows: rows, config: config, pool: pool)
-        linearForward(out: a.hiddenIn, inp: UnsafeBufferPointer(a.normed2), w.up, rows: rows, workspace: workspace)
+        timed(timer) { linearForward(out: a.hiddenIn, inp: UnsafeBufferPointer(a.normed2), w.up, rows: rows, workspace: workspace) }
         activationForward(out: a.hidden, inp: UnsafeBufferPointer(a.hiddenIn), rows: rows, hidden: config.hiddenSize,
                           activation: config.activation, pool: pool)
-        linearForward(out: projected, inp: UnsafeBufferPointer(a.hidden), w.down, rows: rows, workspace: workspace)
+        timed(timer) { linearForward(out: projected, inp: UnsafeBufferPointer(a.hidden), w.down, rows: rows, workspace: workspace) }
         applyDropout(projected, count: rows * C, site: 3 + 3 * l, dropout)
         add(a.output, UnsafeBufferPointer(a.afterAttention), projected, count: rows * C)
     }

@@ -195,7 +195,7 @@ final class LayerGradientTests: XCTestCase {
             for h in 0..<NH {
                 let g = h / group, q = buffer.baseAddress! + offset * W + h * hd, k = buffer.baseAddress! + NH * hd + g * hd
                 attentionHeadForward(y: y.baseAddress! + offset * C + h * hd, ldy: C, probabilities: probabilities.baseAddress! + h * T * T,
-                                     q: q, ldq: W, keys: k, values: k + kv, ldkv: W, T: rows, S: offset + rows, offset: offset, headSize: hd)
+                                     q: q, ldq: W, kv: .contiguous(keys: k, values: k + kv, ld: W), T: rows, S: offset + rows, offset: offset, headSize: hd)
             }
             return Array(y)
         }
@@ -228,7 +228,7 @@ final class LayerGradientTests: XCTestCase {
             for h in 0..<NH {
                 let k = buffer.baseAddress! + NH * hd + (h / group) * hd
                 attentionHeadForward(y: y.baseAddress! + h * hd, ldy: C, probabilities: probabilities.baseAddress! + h * T * T,
-                                     q: buffer.baseAddress! + h * hd, ldq: W, keys: k, values: k + kv, ldkv: W, T: T, S: T, offset: 0,
+                                     q: buffer.baseAddress! + h * hd, ldq: W, kv: .contiguous(keys: k, values: k + kv, ld: W), T: T, S: T, offset: 0,
                                      headSize: hd)
             }
             for g in 0..<NKV {

@@ -5,37 +5,71 @@ import Kernels
 // run the heads in parallel. Query head h reads key/value head h / (NH / NKV).
 //
 //   q (T, ldq):              the sequence's T new rows, this head's hd columns
-//   keys, values (S, ldkv):  positions 0..<S of the sequence (a KV cache, or the batch's own k, v)
+//   kv:                      positions 0..<S of the sequence (a paged KV cache, or the batch's own k, v)
 //   query t sits at position offset + t and sees keys 0...offset + t  (offset + T <= S)
 //   probabilities (T, S):    softmax(q kᵀ / sqrt(hd)) on the causal prefix, 0 after it
 //   y (T, ldy):              probabilities · values, this head's hd columns
 
+/// Where one key/value head's rows for positions 0..<S are: contiguous rows `ld` apart (a
+/// training batch's own k and v), or blocks of `blockSize` positions of a `KVBlockPool` through a
+/// block table (a sequence's cache).
+struct KeyValueRows {
+    /// Position 0's key and value (contiguous), or block 0's of the pool (paged), at this head's column.
+    let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
+    let ld: Int
+    let table: UnsafePointer<Int32>?
+    let blockSize: Int
+
+    static func contiguous(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, ld: Int) -> KeyValueRows {
+        KeyValueRows(keys: keys, values: values, ld: ld, table: nil, blockSize: Int.max)
+    }
+
+    /// Calls `body(first position, count, keys, values)` for each run of consecutive positions below `S`.
+    @inline(__always)
+    func forEachRun(below S: Int, _ body: (Int, Int, UnsafePointer<Float>, UnsafePointer<Float>) -> Void) {
+        guard let table else { return body(0, S, keys, values) }
+        var first = 0, block = 0
+        while first < S {
+            let offset = Int(table[block]) * blockSize * ld
+            body(first, min(blockSize, S - first), keys + offset, values + offset)
+            first += blockSize
+            block += 1
+        }
+    }
+}
+
 /// One attention head's forward pass. With `dropout`, the probabilities used for y are dropped
 /// out into `dropped` (T, S) while `probabilities` keeps them whole for backward.
 func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilities: UnsafeMutablePointer<Float>,
-                          q: UnsafePointer<Float>, ldq: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                          ldkv: Int, T: Int, S: Int, offset: Int, headSize hd: Int,
+                          q: UnsafePointer<Float>, ldq: Int, kv: KeyValueRows, T: Int, S: Int, offset: Int, headSize hd: Int,
                           dropout: (Dropout, site: Int, index: Int, dropped: UnsafeMutablePointer<Float>)? = nil) {
     let scale = 1 / Float(hd).squareRoot(), seen = offset + T, isa = InstructionSet.best.rawValue
     if T <= 4 && dropout == nil {
         // Decoding: a few rows, each a dot product per cached position and a weighted sum.
         for t in 0..<T {
             let p = probabilities + t * S, limit = offset + t + 1, out = y + t * ldy
-            for j in 0..<limit { p[j] = sg_dot(isa, hd, q + t * ldq, keys + j * ldkv) * scale }
+            kv.forEachRun(below: limit) { first, n, keys, _ in
+                for j in 0..<n { p[first + j] = sg_dot(isa, hd, q + t * ldq, keys + j * kv.ld) * scale }
+            }
             _ = sg_softmax_row(isa, limit, p)
             for j in limit..<S { p[j] = 0 }
             out.update(repeating: 0, count: hd)
-            for j in 0..<limit {
-                let w = p[j], v = values + j * ldkv
-                for i in 0..<hd { out[i] += w * v[i] }
+            kv.forEachRun(below: limit) { first, n, _, values in
+                for j in 0..<n {
+                    let w = p[first + j], v = values + j * kv.ld
+                    for i in 0..<hd { out[i] += w * v[i] }
+                }
             }
         }
         return
     }
-    // scores (T, seen) = scale · q kᵀ, then a causal softmax per row.
-    gemm(.none, .transposed, m: T, n: seen, k: hd, alpha: scale, a: UnsafeBufferPointer(start: q, count: (T - 1) * ldq + hd),
-         lda: ldq, b: UnsafeBufferPointer(start: keys, count: (seen - 1) * ldkv + hd), ldb: ldkv,
-         c: UnsafeMutableBufferPointer(start: probabilities, count: (T - 1) * S + seen), ldc: S, pool: .serial)
+    // scores (T, seen) = scale · q kᵀ, run by run, then a causal softmax per row.
+    let queries = UnsafeBufferPointer(start: q, count: (T - 1) * ldq + hd)
+    kv.forEachRun(below: seen) { first, n, keys, _ in
+        gemm(.none, .transposed, m: T, n: n, k: hd, alpha: scale, a: queries, lda: ldq,
+             b: UnsafeBufferPointer(start: keys, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
+             c: UnsafeMutableBufferPointer(start: probabilities + first, count: (T - 1) * S + n), ldc: S, pool: .serial)
+    }
     for t in 0..<T {
         let p = probabilities + t * S, limit = offset + t + 1
         _ = sg_softmax_row(isa, limit, p)
@@ -46,9 +80,12 @@ func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
         for i in 0..<(T * S) { dropped[i] = probabilities[i] * dropout.scale(site: site, index: index + i) }
         used = UnsafePointer(dropped)
     }
-    gemm(.none, .none, m: T, n: hd, k: seen, a: UnsafeBufferPointer(start: used, count: (T - 1) * S + seen), lda: S,
-         b: UnsafeBufferPointer(start: values, count: (seen - 1) * ldkv + hd), ldb: ldkv,
-         c: UnsafeMutableBufferPointer(start: y, count: (T - 1) * ldy + hd), ldc: ldy, pool: .serial)
+    let out = UnsafeMutableBufferPointer(start: y, count: (T - 1) * ldy + hd)
+    kv.forEachRun(below: seen) { first, n, _, values in
+        gemm(.none, .none, m: T, n: hd, k: n, a: UnsafeBufferPointer(start: used + first, count: (T - 1) * S + n), lda: S,
+             b: UnsafeBufferPointer(start: values, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
+             beta: first == 0 ? 0 : 1, c: out, ldc: ldy, pool: .serial)
+    }
 }
 
 /// The backward pass of the `group` query heads that share one key/value head, over a whole

@@ -2,9 +2,9 @@ import Kernels
 
 // Linear layer, out = inp · Wᵀ + b with W (OUT, IN) row-major ([out, in], PyTorch's nn.Linear).
 // Dense weights run as one gemm (a matrix-vector product for one row); quantised weights as a
-// matrix-vector product over the GGML blocks for one row, else dequantised into fp32 scratch a
-// block of rows at a time and run as a gemm. Quantised weights never train: their backward
-// gives the input gradient only.
+// matrix-vector product over the GGML blocks for one row, else as a gemm that dequantises W
+// panel by panel while packing it (W read once for all rows). Quantised weights never train:
+// their backward gives the input gradient only (W dequantised into scratch for that gemm).
 
 /// out (rows, OUT) = inp (rows, IN) · Wᵀ + b.
 func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: Linear, rows: Int,
@@ -17,11 +17,13 @@ func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: 
         switch (block, rows) {
         case (.quantized(let type, let bytes, _, _), 1):
             quantizedMatvec(type, rows: n, k: inputs, weights: bytes, x: inp, y: target, pool: pool)
+        case (.quantized(let type, let bytes, _, _), _):
+            quantizedGemm(type, m: rows, n: n, k: inputs, a: inp, lda: inputs, weights: bytes, c: target, ldc: outputs, pool: pool)
         case (.dense(let w, _, _), 1):
             matvec(rows: n, k: inputs, a: UnsafeBufferPointer(w), lda: inputs, x: inp, y: target, pool: pool)
-        default:
-            gemm(.none, .transposed, m: rows, n: n, k: inputs, a: inp, lda: inputs,
-                 b: block.dense(rows: 0..<n, scratch: workspace), ldb: inputs, c: target, ldc: outputs, pool: pool)
+        case (.dense(let w, _, _), _):
+            gemm(.none, .transposed, m: rows, n: n, k: inputs, a: inp, lda: inputs, b: UnsafeBufferPointer(w), ldb: inputs,
+                 c: target, ldc: outputs, pool: pool)
         }
         first += n
     }
