@@ -290,7 +290,7 @@ public final class LanguageModel: @unchecked Sendable {
         }
         let rows = ids.count, R = logitRows.count
         let scoreChunk = batch.contains { $0.targets != nil } ? 64 : 0
-        let a = workspace.activations(config, rows: rows, attentionCount: attentionCount, logitRows: max(R, scoreChunk))
+        let a = workspace.activations(config, rows: rows, attentionCount: attentionCount, logitRows: R + scoreChunk)
         let scratch = workspace.scratch
         scratch.pool = pool
         workspace.linearSeconds = 0
@@ -327,8 +327,8 @@ public final class LanguageModel: @unchecked Sendable {
                     }
                     for (index, entry) in batch.enumerated() {
                         guard let targets = entry.targets else { continue }
-                        scores[index] = try logProbabilities(of: targets, rows: spans[index].first, input: input, a, scratch: scratch,
-                                                             timer: timer)
+                        scores[index] = logProbabilities(of: targets, rows: spans[index].first, input: input, a, after: R,
+                                                         chunk: scoreChunk, scratch: scratch, timer: timer)
                     }
                 }
             }
@@ -339,19 +339,24 @@ public final class LanguageModel: @unchecked Sendable {
     }
 
     /// log softmax(logits)[target] at rows first..<first+targets.count of the last block's output,
-    /// through the output layer a chunk of rows at a time (the rows' logits are never all kept).
+    /// through the output layer `chunk` rows at a time into the workspace's logits rows past
+    /// `after` (those before it are the batch's returned logits); no row's logits are kept.
     private func logProbabilities(of targets: [Int], rows first: Int, input: UnsafeBufferPointer<Float>, _ a: InferenceActivations,
-                                  scratch: Workspace, timer: InferenceWorkspace?) throws -> [Float] {
-        let C = config.embeddingSize, V = config.vocabularySize, chunk = max(1, a.logitRows)
+                                  after: Int, chunk: Int, scratch: Workspace, timer: InferenceWorkspace?) -> [Float] {
+        let C = config.embeddingSize, V = config.vocabularySize
+        let gathered = FloatBuffer(rebasing: a.encoded[0...]), normed = FloatBuffer(rebasing: a.finalNormed[(after * C)...])
+        let logits = FloatBuffer(rebasing: a.logits[(after * V)...])
+        let statistics = NormStatistics(mean: FloatBuffer(rebasing: a.finalStatistics.mean[after...]),
+                                        rstd: FloatBuffer(rebasing: a.finalStatistics.rstd[after...]))
         var result: [Float] = []
         for start in stride(from: 0, to: targets.count, by: chunk) {
             let n = min(chunk, targets.count - start)
-            (a.encoded.baseAddress!).update(from: input.baseAddress! + (first + start) * C, count: n * C)
-            normForward(out: a.finalNormed, statistics: a.finalStatistics, inp: UnsafeBufferPointer(a.encoded), weights.outputNorm,
-                        rows: n, config: config, pool: pool)
-            timed(timer) { linearForward(out: a.logits, inp: UnsafeBufferPointer(a.finalNormed), weights.output, rows: n, workspace: scratch) }
+            gathered.baseAddress!.update(from: input.baseAddress! + (first + start) * C, count: n * C)
+            normForward(out: normed, statistics: statistics, inp: UnsafeBufferPointer(gathered), weights.outputNorm, rows: n,
+                        config: config, pool: pool)
+            timed(timer) { linearForward(out: logits, inp: UnsafeBufferPointer(normed), weights.output, rows: n, workspace: scratch) }
             for r in 0..<n {
-                let row = a.logits.baseAddress! + r * V, target = row[targets[start + r]]
+                let row = logits.baseAddress! + r * V, target = row[targets[start + r]]
                 result.append(target - sg_softmax_row(InstructionSet.best.rawValue, V, row))
             }
         }
