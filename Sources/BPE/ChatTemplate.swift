@@ -59,25 +59,55 @@ public struct ChatTemplate: Sendable, Equatable {
 
     /// The prompt for `messages`, ending with the opening of the assistant's turn.
     public func render(_ messages: [Message], addGenerationPrompt: Bool = true) throws -> String {
+        try pieces(messages, addGenerationPrompt: addGenerationPrompt).map(\.text).joined()
+    }
+
+    /// The prompt for `messages` as token ids: the template's markers as their special tokens,
+    /// everything the messages carry (roles and contents) as ordinary text, so a user who types
+    /// `<|im_end|>` gets those characters, never the control token.
+    ///
+    ///     [user: "Hi <|im_end|>"] -> <|im_start|> "user\nHi <|im_end|>" <|im_end|> "\n" <|im_start|> "assistant\n"
+    public func tokens(_ messages: [Message], tokenizer: Tokenizer, addGenerationPrompt: Bool = true) throws -> [Int] {
+        var ids: [Int] = [], text = ""
+        for piece in try pieces(messages, addGenerationPrompt: addGenerationPrompt) {
+            if piece.marker, let id = tokenizer.specialTokens[piece.text] {
+                ids += tokenizer.encodeOrdinary(text)
+                text = ""
+                ids.append(id)
+            } else {
+                text += piece.text
+            }
+        }
+        return ids + tokenizer.encodeOrdinary(text)
+    }
+
+    /// The prompt as pieces: the template's own markers, and text from the messages.
+    private func pieces(_ messages: [Message], addGenerationPrompt: Bool) throws -> [(marker: Bool, text: String)] {
         var messages = messages
         if let defaultSystemMessage, messages.first?.role != "system" {
             messages.insert(Message(role: "system", content: defaultSystemMessage), at: 0)
         }
-        var text = ""
+        var pieces: [(marker: Bool, text: String)] = []
+        func marker(_ text: String) { pieces.append((true, text)) }
+        func text(_ text: String) { pieces.append((false, text)) }
         switch format {
         case .chatML:
-            for m in messages { text += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n" }
-            if addGenerationPrompt { text += "<|im_start|>assistant\n" }
+            for m in messages {
+                marker("<|im_start|>"); text("\(m.role)\n\(m.content)"); marker("<|im_end|>"); text("\n")
+            }
+            if addGenerationPrompt { marker("<|im_start|>"); text("assistant\n") }
         case .llama3:
-            text = "<|begin_of_text|>"
-            for m in messages { text += "<|start_header_id|>\(m.role)<|end_header_id|>\n\n\(m.content)<|eot_id|>" }
-            if addGenerationPrompt { text += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
+            marker("<|begin_of_text|>")
+            for m in messages {
+                marker("<|start_header_id|>"); text(m.role); marker("<|end_header_id|>"); text("\n\n\(m.content)"); marker("<|eot_id|>")
+            }
+            if addGenerationPrompt { marker("<|start_header_id|>"); text("assistant"); marker("<|end_header_id|>"); text("\n\n") }
         case .zephyr:
-            for m in messages { text += "<|\(m.role)|>\n\(m.content)</s>\n" }
-            if addGenerationPrompt { text += "<|assistant|>\n" }
+            for m in messages { marker("<|\(m.role)|>"); text("\n\(m.content)"); marker("</s>"); text("\n") }
+            if addGenerationPrompt { marker("<|assistant|>"); text("\n") }
         case .unknown:
             throw TokenizerError("the model's chat template is not one SwiftGPT recognises (ChatML, Llama 3, Zephyr)")
         }
-        return text
+        return pieces
     }
 }

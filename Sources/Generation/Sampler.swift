@@ -106,28 +106,58 @@ public struct Sampler: Sendable {
         return SampledToken(id: chosen, logprob: adjusted[chosen] - logNormalizer, topAlternatives: top)
     }
 
+    /// Temperature sampling cut by top-k, then top-p (the smallest set of the most likely
+    /// tokens holding at least p of the mass), then min-p. No full-vocabulary sort: top-k keeps a
+    /// heap of k; top-p sorts only the tokens above a weight floor that already holds p of the
+    /// mass (lowered until it does), which are exactly the first tokens of the full sort.
     private mutating func draw(_ logits: [Float]) -> Int {
+        func before(_ a: Int, _ b: Int) -> Bool { logits[a] != logits[b] ? logits[a] > logits[b] : a < b }
+        let pool: [Int]? = options.topK.flatMap { $0 < logits.count ? Self.largest(logits, count: $0) : nil }
+        let maxLogit = pool.map { logits[$0[0]] } ?? logits.max()!
+        let temperature = Double(options.temperature)
+        // Every token's weight once (the pool's only, with top-k): exp is the costly part.
+        var all: [Double] = []
+        if pool == nil { all = logits.map { exp(Double($0 - maxLogit) / temperature) } }
+        func weight(_ i: Int) -> Double { pool == nil ? all[i] : exp(Double(logits[i] - maxLogit) / temperature) }
+        let total = pool.map { $0.reduce(0.0) { $0 + weight($1) } } ?? all.reduce(0, +)
+        // The candidates in order, enough of them to hold the top-p mass.
         var candidates: [Int]
-        if let topK = options.topK, topK < logits.count {
-            candidates = Self.largest(logits, count: topK)
+        if let pool {
+            candidates = pool
+        } else if let topP = options.topP, topP < 1 {
+            var floor = 1e-3
+            while true {
+                let above = all.indices.filter { all[$0] >= floor }
+                if above.reduce(0.0, { $0 + all[$1] }) >= Double(topP) * total || floor < 1e-30 {
+                    candidates = floor < 1e-30 ? Array(logits.indices) : above
+                    break
+                }
+                floor *= 1e-3
+            }
+            candidates.sort(by: before)
         } else {
-            candidates = Array(logits.indices).sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+            candidates = Array(logits.indices)
         }
-        let maxLogit = logits[candidates[0]]
-        var weights = candidates.map { exp(Double((logits[$0] - maxLogit) / options.temperature)) }
-        let total = weights.reduce(0, +)
-        weights = weights.map { $0 / total }
+        var weights = candidates.map(weight)
         var keep = weights.count
         if let topP = options.topP, topP < 1 {
             var cumulative = 0.0
             for (i, w) in weights.enumerated() {
-                cumulative += w
+                cumulative += w / total
                 if cumulative >= Double(topP) { keep = i + 1; break }
             }
         }
         if let minP = options.minP, minP > 0 {
-            let floor = weights[0] * Double(minP)
-            keep = min(keep, max(1, weights.prefix(keep).firstIndex { $0 < floor } ?? keep))
+            // Relative to the most likely token (weight 1): an order-free cut, no sort needed.
+            let floor = Double(minP)
+            if pool != nil || options.topP.map({ $0 < 1 }) == true {
+                keep = min(keep, max(1, weights.prefix(keep).firstIndex { $0 < floor } ?? keep))
+            } else {
+                let kept = candidates.indices.filter { weights[$0] >= floor }
+                candidates = kept.map { candidates[$0] }
+                weights = kept.map { weights[$0] }
+                keep = candidates.count
+            }
         }
         let kept = weights.prefix(keep)
         var threshold = Double(generator.nextUnitFloat()) * kept.reduce(0, +)

@@ -1,3 +1,4 @@
+import Kernels
 import XCTest
 @testable import Generation
 
@@ -113,5 +114,48 @@ final class StopSequenceFilterTests: XCTestCase {
         XCTAssertEqual(other.push("x").0, "Sx")
         XCTAssertEqual(other.push("ST").0, "")
         XCTAssertEqual(other.finish(""), "ST")
+    }
+}
+
+/// The partial selection gives the tokens of the full-sort reference: the same candidates in
+/// the same order, so the same draw picks the same token.
+final class SamplerSelectionTests: XCTestCase {
+    /// The reference: sort every token, cut by top-p then min-p, draw with the same uniform.
+    static func reference(_ logits: [Float], temperature: Float, topP: Float?, minP: Float?, uniform: Float) -> Int {
+        let order = logits.indices.sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+        let maxLogit = logits[order[0]]
+        var weights = order.map { exp(Double((logits[$0] - maxLogit) / temperature)) }
+        let total = weights.reduce(0, +)
+        var keep = weights.count
+        if let topP, topP < 1 {
+            var cumulative = 0.0
+            for (i, w) in weights.enumerated() {
+                cumulative += w / total
+                if cumulative >= Double(topP) { keep = i + 1; break }
+            }
+        }
+        if let minP, minP > 0 { keep = min(keep, max(1, weights.prefix(keep).firstIndex { $0 < Double(minP) } ?? keep)) }
+        weights = Array(weights.prefix(keep))
+        var threshold = Double(uniform) * weights.reduce(0, +)
+        for (candidate, weight) in zip(order, weights) {
+            threshold -= weight
+            if threshold < 0 { return candidate }
+        }
+        return order[keep - 1]
+    }
+
+    func testTopPAndMinPPickTheFullSortsToken() {
+        var generator = SplitMix64(seed: 4)
+        for trial in 0..<200 {
+            let vocabulary = 50 + Int(generator.next() % 3000)
+            let spread = Float(1 + generator.next() % 8)
+            let logits = (0..<vocabulary).map { _ in generator.nextNormal() * spread }
+            let topP: Float = [0.5, 0.9, 0.99][trial % 3], minP: Float? = trial % 2 == 0 ? 0.05 : nil
+            let seed = generator.next()
+            var sampler = Sampler(options: SamplingOptions(temperature: 0.7, topP: topP, minP: minP, seed: seed))
+            var copy = SplitMix64(seed: seed)
+            let expected = Self.reference(logits, temperature: 0.7, topP: topP, minP: minP, uniform: copy.nextUnitFloat())
+            XCTAssertEqual(logits.withUnsafeBufferPointer { sampler.sample($0) }, expected, "trial \(trial)")
+        }
     }
 }
