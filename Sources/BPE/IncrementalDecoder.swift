@@ -6,7 +6,7 @@
 ///     try decoder.append(id of "\xF0\x9F")   // -> ""    (first half of 😀 held back)
 ///     try decoder.append(id of "\x98\x80")   // -> "😀"
 ///     decoder.finish()                      // -> ""    (anything left, invalid bytes as U+FFFD)
-public struct IncrementalDecoder {
+public struct IncrementalDecoder: Sendable {
     public let tokenizer: Tokenizer
     private var pending: [UInt8] = []
 

@@ -56,63 +56,31 @@ public final class Generator: @unchecked Sendable {
     public init(model: LanguageModel, tokenizer: Tokenizer, endTokens: Set<Int>? = nil) {
         self.model = model
         self.tokenizer = tokenizer
-        self.endTokens = endTokens ?? Set(["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "</s>", "<|end_of_text|>"]
-            .compactMap { tokenizer.specialTokens[$0] })
+        self.endTokens = endTokens ?? SequenceState.endTokens(of: tokenizer)
     }
 
     /// Generates from `prompt` (token ids), calling `onEvent` for every token; return false from it
-    /// to stop early.
+    /// to stop early. A thin loop over `SequenceState` with this generator's own KV cache.
     @discardableResult
     public func generate(prompt: [Int], options: GenerationOptions,
                          onEvent: (GenerationEvent) -> Bool = { _ in true }) throws -> GenerationResult {
-        let problems = options.sampling.problems
-        guard problems.isEmpty else { throw ModelError(problems.joined(separator: "; ")) }
-        guard !prompt.isEmpty else { throw ModelError("the prompt is empty") }
-        guard options.maxTokens >= 0 else { throw ModelError("max tokens must be >= 0") }
-        let context = model.config.contextLength
-        guard prompt.count < context else {
-            throw ModelError("the prompt has \(prompt.count) tokens; the model's context is \(context)")
-        }
-        let capacity = min(context, prompt.count + max(1, options.maxTokens))
+        var sequence = try SequenceState(prompt: prompt, options: options, tokenizer: tokenizer,
+                                         contextLength: model.config.contextLength, endTokens: endTokens)
+        let capacity = max(sequence.limit, prompt.count + 1)
         if let cache, cache.capacity >= capacity { cache.reset() } else { cache = try KVCache(model, capacity: capacity) }
         let cache = self.cache!
-        var sampler = Sampler(options: options.sampling)
-        sampler.observe(prompt)
-        var decoder = IncrementalDecoder(tokenizer: tokenizer)
-        var stopper = StopSequenceFilter(stops: options.stop)
-
         let promptStart = Date()
         var logits = try model.forward(prompt, cache: cache)
         let promptSeconds = Date().timeIntervalSince(promptStart)
         let start = Date()
-        var tokens: [Int] = []
-        var text = ""
-        var reason = FinishReason.length
-        while tokens.count < options.maxTokens {
-            let sampled = sampler.sample(logits, alternatives: options.logprobAlternatives)
-            if options.stopAtEndOfSequence && endTokens.contains(sampled.id) {
-                reason = .stop
-                break
-            }
-            tokens.append(sampled.id)
-            let (visible, stopped) = stopper.push(try decoder.append(sampled.id))
-            text += visible
-            if !onEvent(GenerationEvent(token: sampled, text: visible)) || stopped {
-                reason = .stop
-                break
-            }
-            if cache.count >= capacity { break }
-            logits = try model.forward([sampled.id], cache: cache)
+        while !sequence.isFinished {
+            if let event = try sequence.advance(logits), !onEvent(event) { sequence.finish(.stop) }
+            guard !sequence.isFinished, let next = sequence.tokens.last else { break }
+            logits = try model.forward([next], cache: cache)
         }
-        if reason == .length || !stopper.stopped {
-            let rest = stopper.finish(decoder.finish())
-            text += rest
-            if !rest.isEmpty, let last = tokens.last {
-                _ = onEvent(GenerationEvent(token: SampledToken(id: last, logprob: 0, topAlternatives: []), text: rest))
-            }
-        }
-        return GenerationResult(text: text, tokens: tokens, finishReason: reason, promptTokens: prompt.count,
-                                promptSeconds: promptSeconds, generationSeconds: Date().timeIntervalSince(start))
+        return GenerationResult(text: sequence.text, tokens: sequence.tokens, finishReason: sequence.finishReason ?? .length,
+                                promptTokens: prompt.count, promptSeconds: promptSeconds,
+                                generationSeconds: Date().timeIntervalSince(start))
     }
 
     /// The same as `generate`, as an asynchronous stream of text pieces.
@@ -135,7 +103,7 @@ public final class Generator: @unchecked Sendable {
 }
 
 /// Holds back text that may be the start of a stop sequence; cuts at the first full one.
-struct StopSequenceFilter {
+struct StopSequenceFilter: Sendable {
     let stops: [String]
     private var held = ""
     private(set) var stopped = false

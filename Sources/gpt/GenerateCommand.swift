@@ -85,7 +85,7 @@ struct ChatCommand: ParsableCommand {
             let input = line.trimmingCharacters(in: .whitespaces)
             if input.isEmpty { continue }
             messages.append(.init(role: "user", content: input))
-            let ids = tokenizer.encode(try template.render(messages), allowedSpecial: .all)
+            let ids = try template.tokens(messages, tokenizer: tokenizer)
             let result = try generator.generate(prompt: ids, options: options) { event in
                 FileHandle.standardOutput.write(Data(event.text.utf8))
                 return true
