@@ -277,6 +277,47 @@ float sg_dot(int isa, long n, const float *x, const float *y) {
     return dot_portable(n, x, y);
 }
 
+SG_AVX2 static void attention_scores_avx2(long n, long hd, const float *q, const float *keys, long ld, float scale, float *out) {
+    for (long j = 0; j < n; j++) out[j] = dot_avx2(hd, q, keys + j * ld) * scale;
+}
+
+SG_AVX2 static void attention_values_avx2(long n, long hd, const float *weights, const float *values, long ld, float *out) {
+    long i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        __m256 a0 = _mm256_loadu_ps(out + i), a1 = _mm256_loadu_ps(out + i + 8);
+        __m256 a2 = _mm256_loadu_ps(out + i + 16), a3 = _mm256_loadu_ps(out + i + 24);
+        for (long j = 0; j < n; j++) {
+            __m256 w = _mm256_set1_ps(weights[j]);
+            const float *v = values + j * ld + i;
+            a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
+            a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), a1);
+            a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), a2);
+            a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), a3);
+        }
+        _mm256_storeu_ps(out + i, a0); _mm256_storeu_ps(out + i + 8, a1);
+        _mm256_storeu_ps(out + i + 16, a2); _mm256_storeu_ps(out + i + 24, a3);
+    }
+    for (; i < hd; i++)
+        for (long j = 0; j < n; j++) out[i] += weights[j] * values[j * ld + i];
+}
+
+void sg_attention_scores(int isa, long n, long hd, const float *q, const float *keys, long ld, float scale, float *out) {
+#if SG_X86
+    if (isa >= SG_ISA_AVX2_FMA) { attention_scores_avx2(n, hd, q, keys, ld, scale, out); return; }
+#endif
+    (void)isa;
+    for (long j = 0; j < n; j++) out[j] = dot_portable(hd, q, keys + j * ld) * scale;
+}
+
+void sg_attention_values(int isa, long n, long hd, const float *weights, const float *values, long ld, float *out) {
+#if SG_X86
+    if (isa >= SG_ISA_AVX2_FMA) { attention_values_avx2(n, hd, weights, values, ld, out); return; }
+#endif
+    (void)isa;
+    for (long j = 0; j < n; j++)
+        for (long i = 0; i < hd; i++) out[i] += weights[j] * values[j * ld + i];
+}
+
 void sg_matvec(int isa, long rows, long k, const float *a, long lda, const float *x,
                float *y, float alpha, float beta) {
 #if SG_X86
@@ -503,6 +544,37 @@ float sg_softmax_row(int isa, long n, float *x) {
     return maxv + logf(sum);
 }
 
+SG_AVX512 static void swiglu_avx512(long n, const float *gate, const float *up, float *y) {
+    long i = 0;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        __m512 g = _mm512_loadu_ps(gate + i);
+        __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(s, _mm512_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+SG_AVX2 static void swiglu_avx2(long n, const float *gate, const float *up, float *y) {
+    long i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void sg_swiglu(int isa, long n, const float *gate, const float *up, float *y) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512) { swiglu_avx512(n, gate, up, y); return; }
+    if (isa == SG_ISA_AVX2_FMA) { swiglu_avx2(n, gate, up, y); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++) y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 void sg_gelu_forward(int isa, long n, const float *x, float *y) {
 #if SG_X86
     if (isa == SG_ISA_AVX512) { gelu_forward_avx512(n, x, y); return; }
@@ -643,6 +715,91 @@ SG_AVX512Q static void qmatvec_avx512(int type, long rows, long k, const unsigne
     if (sums != sums_stack) free(sums);
 }
 
+// One block of one row as 32 floats in two registers.
+SG_AVX512Q static inline void block_weights_avx512(int type, const unsigned char *blk, __m512 *w0, __m512 *w1) {
+    float d = _cvtsh_ss(load_u16(blk));
+    if (type == SG_TYPE_Q8_0) {
+        __m512 vd = _mm512_set1_ps(d);
+        *w0 = _mm512_mul_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))));
+        *w1 = _mm512_mul_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))));
+        return;
+    }
+    float m = type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : -8.0f * d;
+    __m128i packed = _mm_loadu_si128((const __m128i *)(blk + (type == SG_TYPE_Q4_1 ? 4 : 2)));
+    __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
+    __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
+    __m512 vd = _mm512_set1_ps(d), vm = _mm512_set1_ps(m);
+    *w0 = _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), vm);
+    *w1 = _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), vm);
+}
+
+SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, long n, float *dst);
+
+// The sums of the 16 lanes of a, b, c and d, as one vector of 4 (9 operations instead of 32).
+SG_AVX512Q static inline __m128 reduce4_avx512(__m512 a, __m512 b, __m512 c, __m512 d) {
+    // 128-bit lanes: [a0+a2, a1+a3, b0+b2, b1+b3] and the same for c, d.
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    // One 128-bit lane each for a, b, c, d: four partial sums.
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0xB1));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), t));
+}
+
+// Several vectors at once, in tiles of 4 rows x 4 vectors (16 accumulators): the 4 rows are
+// dequantised once into an L1-sized panel, then every group of 4 vectors runs over it (4 weight
+// and 4 x loads feed 16 FMAs). W is read from memory once for all the vectors.
+SG_AVX512Q static void qmatmul_avx512(int type, long rows, long k, const unsigned char *w, long row_bytes, long n,
+                                      const float *x, long ldx, float *y, long ldy) {
+    long blocks = k / 32, bb = type_block_bytes(type);
+    float stack_panel[4 * 2048] __attribute__((aligned(64)));
+    float *panel = k <= 2048 ? stack_panel : (float *)aligned_alloc(64, (size_t)(4 * k) * sizeof(float));
+    long r0 = 0;
+    for (; r0 + 4 <= rows; r0 += 4) {
+        for (int a = 0; a < 4; a++) dequantize_avx512(type, w + (r0 + a) * row_bytes, k, panel + a * k);
+        const float *p0 = panel, *p1 = panel + k, *p2 = panel + 2 * k, *p3 = panel + 3 * k;
+        for (long v0 = 0; v0 < n; v0 += 4) {
+            long count = n - v0 < 4 ? n - v0 : 4;
+            const float *x0 = x + v0 * ldx;
+            const float *x1 = count > 1 ? x0 + ldx : x0, *x2 = count > 2 ? x0 + 2 * ldx : x0, *x3 = count > 3 ? x0 + 3 * ldx : x0;
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (long i = 0; i < k; i += 16) {
+                __m512 w0 = _mm512_load_ps(p0 + i), w1 = _mm512_load_ps(p1 + i), w2 = _mm512_load_ps(p2 + i), w3 = _mm512_load_ps(p3 + i);
+                __m512 v = _mm512_loadu_ps(x0 + i);
+                a00 = _mm512_fmadd_ps(w0, v, a00); a10 = _mm512_fmadd_ps(w1, v, a10);
+                a20 = _mm512_fmadd_ps(w2, v, a20); a30 = _mm512_fmadd_ps(w3, v, a30);
+                v = _mm512_loadu_ps(x1 + i);
+                a01 = _mm512_fmadd_ps(w0, v, a01); a11 = _mm512_fmadd_ps(w1, v, a11);
+                a21 = _mm512_fmadd_ps(w2, v, a21); a31 = _mm512_fmadd_ps(w3, v, a31);
+                v = _mm512_loadu_ps(x2 + i);
+                a02 = _mm512_fmadd_ps(w0, v, a02); a12 = _mm512_fmadd_ps(w1, v, a12);
+                a22 = _mm512_fmadd_ps(w2, v, a22); a32 = _mm512_fmadd_ps(w3, v, a32);
+                v = _mm512_loadu_ps(x3 + i);
+                a03 = _mm512_fmadd_ps(w0, v, a03); a13 = _mm512_fmadd_ps(w1, v, a13);
+                a23 = _mm512_fmadd_ps(w2, v, a23); a33 = _mm512_fmadd_ps(w3, v, a33);
+            }
+            __m128 sums[4] = {reduce4_avx512(a00, a10, a20, a30), reduce4_avx512(a01, a11, a21, a31),
+                              reduce4_avx512(a02, a12, a22, a32), reduce4_avx512(a03, a13, a23, a33)};
+            for (long v = 0; v < count; v++) _mm_storeu_ps(y + (v0 + v) * ldy + r0, sums[v]);
+        }
+    }
+    for (; r0 < rows; r0++) {
+        const unsigned char *row = w + r0 * row_bytes;
+        for (long v = 0; v < n; v++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (long b = 0; b < blocks; b++) {
+                __m512 w0, w1;
+                block_weights_avx512(type, row + b * bb, &w0, &w1);
+                acc = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + v * ldx + 32 * b + 16), _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + v * ldx + 32 * b), acc));
+            }
+            y[v * ldy + r0] = _mm512_reduce_add_ps(acc);
+        }
+    }
+    if (panel != stack_panel) free(panel);
+}
+
 SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, long n, float *dst) {
     long blocks = n / 32;
     if (type == SG_TYPE_Q8_0) {
@@ -673,6 +830,24 @@ void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {
 #endif
     (void)isa;
     dequantize_portable(type, (const unsigned char *)src, n, dst);
+}
+
+void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, long row_bytes, long n,
+                         const float *x, long ldx, float *y, long ldy) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512 && type_block_bytes(type) > 0) {
+        qmatmul_avx512(type, rows, k, (const unsigned char *)w, row_bytes, n, x, ldx, y, ldy);
+        return;
+    }
+#endif
+    // Other ISAs: dequantise one row at a time into a stack buffer, then a dot product per vector.
+    float row_buffer[4096];
+    float *buffer = k <= 4096 ? row_buffer : (float *)malloc((size_t)k * sizeof(float));
+    for (long r = 0; r < rows; r++) {
+        sg_dequantize(isa, type, (const unsigned char *)w + r * row_bytes, k, buffer);
+        for (long v = 0; v < n; v++) y[v * ldy + r] = sg_dot(isa, k, buffer, x + v * ldx);
+    }
+    if (buffer != row_buffer) free(buffer);
 }
 
 void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, long row_bytes,

@@ -53,3 +53,20 @@ public func quantizedMatvec(_ type: GGMLType, rows: Int, k: Int, weights: Unsafe
                             rowBytes, x.baseAddress!, y.baseAddress! + range.lowerBound)
     }
 }
+
+/// Y (n, rows; leading dimension ldy) = X (n, k; leading dimension ldx) · Wᵀ for a GGML tensor W
+/// of `rows` rows of k: a few rows of activations (a batch of decoding sequences), each weight
+/// block dequantised once in registers for all of them, parallel over blocks of rows. W is read
+/// from memory once per call.
+public func quantizedMatmul(_ type: GGMLType, rows: Int, k: Int, weights: UnsafeRawPointer, n: Int,
+                            x: UnsafeBufferPointer<Float>, ldx: Int, y: UnsafeMutableBufferPointer<Float>, ldy: Int,
+                            pool: ThreadPool = .shared, isa: InstructionSet = .best) {
+    precondition(k % type.blockSize == 0 && ldx >= k && ldy >= rows, "quantizedMatmul: bad sizes")
+    precondition(n == 0 || (x.count >= (n - 1) * ldx + k && y.count >= (n - 1) * ldy + rows), "quantizedMatmul: buffer too small")
+    if n == 0 || rows == 0 { return }
+    let rowBytes = k / type.blockSize * type.blockBytes
+    pool.parallelRanges(rows, minimumPerThread: max(4, 32_768 / max(1, k * n))) { range in
+        sg_quantized_matmul(isa.rawValue, Int32(type.rawValue), range.count, k, weights + range.lowerBound * rowBytes, rowBytes, n,
+                            x.baseAddress!, ldx, y.baseAddress! + range.lowerBound, ldy)
+    }
+}

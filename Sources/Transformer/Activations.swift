@@ -58,15 +58,28 @@ final class BlockActivations {
     }
 }
 
-/// Scratch of one forward call that no layer keeps: the thread pool to run on and fp32 room to
-/// dequantise a weight matrix into.
+/// Scratch of one forward call that no layer keeps: the thread pool to run on, fp32 room to
+/// dequantise a weight matrix into, and room to gather a sequence's cached keys and values.
 public final class Workspace {
     public var pool: ThreadPool
     private var dense = FloatBuffer(start: nil, count: 0)
+    private var gatheredRows = FloatBuffer(start: nil, count: 0)
 
     public init(pool: ThreadPool) { self.pool = pool }
 
-    deinit { dense.deallocate() }
+    deinit {
+        dense.deallocate()
+        gatheredRows.deallocate()
+    }
+
+    /// Room to gather cached keys and values into contiguous rows.
+    func gathered(count: Int) -> FloatBuffer {
+        if gatheredRows.count < count {
+            gatheredRows.deallocate()
+            gatheredRows = .allocate(capacity: count)
+        }
+        return gatheredRows
+    }
 
     func dequantized(count: Int) -> FloatBuffer {
         if dense.count < count {

@@ -393,13 +393,33 @@ public final class LanguageModel: @unchecked Sendable {
                 (pool.values[l].baseAddress! + offset).update(from: row + kv, count: kv)
             }
         }
+        // Prompt chunks attend through a gemm per head over all their keys: their cached keys and
+        // values are gathered into contiguous rows first (one gemm, not one per block).
+        var gatheredAt = [Int](repeating: -1, count: spans.count), needed = 0
+        for (i, span) in spans.enumerated() where span.cache != nil && span.rows > 4 {
+            gatheredAt[i] = needed
+            needed += 2 * span.keyCount * kv
+        }
+        let gathered = workspace.gathered(count: needed)
+        for (i, span) in spans.enumerated() where gatheredAt[i] >= 0 {
+            let cache = span.cache!, P = cache.pool.blockSize, S = span.keyCount
+            let keys = gathered.baseAddress! + gatheredAt[i], values = keys + S * kv
+            for first in stride(from: 0, to: S, by: P) {
+                let n = min(P, S - first), offset = cache.pool.offset(block: span.table![first / P], slot: 0)
+                (keys + first * kv).update(from: cache.pool.keys[l].baseAddress! + offset, count: n * kv)
+                (values + first * kv).update(from: cache.pool.values[l].baseAddress! + offset, count: n * kv)
+            }
+        }
         let site = 1 + 3 * l
         pool.parallelFor(spans.count * NH) { index in
             let span = spans[index / NH], h = index % NH, g = h / group
             let S = span.keyCount, attention = span.attentionBase + h * span.rows * S
             let q = UnsafePointer(a.qkv.baseAddress! + span.first * W + h * hd)
             let rows: KeyValueRows
-            if let cache = span.cache {
+            if gatheredAt[index / NH] >= 0 {
+                let keys = gathered.baseAddress! + gatheredAt[index / NH]
+                rows = .contiguous(keys: keys + g * hd, values: keys + S * kv + g * hd, ld: kv)
+            } else if let cache = span.cache {
                 rows = KeyValueRows(keys: cache.pool.keys[l].baseAddress! + g * hd, values: cache.pool.values[l].baseAddress! + g * hd,
                                     ld: kv, table: span.table, blockSize: cache.pool.blockSize)
             } else {

@@ -68,6 +68,41 @@ final class GGUFTests: XCTestCase {
         }
     }
 
+    /// Several rows of activations times a quantised matrix: the multi-vector kernel (decoding
+    /// batches) and the gemm that dequantises while packing (prompts), against float64, every ISA.
+    func testQuantisedMatmulAndGemmAgainstFloat64() throws {
+        let file = try GGUFFile(url: fixtures.appendingPathComponent("tiny.gguf"))
+        let expected = try SafetensorsFile(url: fixtures.appendingPathComponent("tiny-expected.safetensors"))
+        var generator = SplitMix64(seed: 3)
+        for name in ["q8_0", "q4_0", "q4_1"] {
+            let info = try file.tensor(name)
+            let weights = try expected.read(name)
+            for n in [1, 3, 5, 16, 70] {
+                let x = (0..<(n * 96)).map { _ in generator.nextNormal() }
+                let reference = (0..<n).flatMap { v in
+                    (0..<8).map { r in (0..<96).reduce(0.0) { $0 + Double(weights[r * 96 + $1]) * Double(x[v * 96 + $1]) } }
+                }
+                for isa in InstructionSet.supported {
+                    var y = [Float](repeating: .nan, count: n * 8), z = [Float](repeating: .nan, count: n * 8)
+                    x.withUnsafeBufferPointer { xs in
+                        y.withUnsafeMutableBufferPointer { ys in
+                            quantizedMatmul(info.type, rows: 8, k: 96, weights: file.bytes(of: info), n: n, x: xs, ldx: 96, y: ys, ldy: 8,
+                                            pool: ThreadPool(threadCount: 2), isa: isa)
+                        }
+                        z.withUnsafeMutableBufferPointer { zs in
+                            quantizedGemm(info.type, m: n, n: 8, k: 96, a: xs, lda: 96, weights: file.bytes(of: info), c: zs, ldc: 8,
+                                          pool: ThreadPool(threadCount: 2), isa: isa)
+                        }
+                    }
+                    for i in 0..<(n * 8) {
+                        XCTAssertEqual(Double(y[i]), reference[i], accuracy: 1e-4, "\(name) \(isa) matmul n \(n) element \(i)")
+                        XCTAssertEqual(Double(z[i]), reference[i], accuracy: 1e-4, "\(name) \(isa) gemm n \(n) element \(i)")
+                    }
+                }
+            }
+        }
+    }
+
     func testBadFilesAreRefusedWithAReason() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

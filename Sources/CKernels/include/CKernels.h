@@ -77,6 +77,19 @@ void sg_dequantize(int isa, int type, const void *src, long n, float *dst);
 void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, long row_bytes,
                          const float *x, float *y);
 
+/// y[v][r] = Σ_i W[r][i] x[v][i] for r < rows and v < n vectors (x rows `ldx` apart, y rows
+/// `ldy` apart): a few rows of activations times a GGML tensor, W read once for all of them.
+void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, long row_bytes, long n,
+                         const float *x, long ldx, float *y, long ldy);
+
+/// Decoding attention over one run of n cached positions (rows `ld` apart) of one head of size
+/// hd: out[j] = scale · q · keys[j], and out += Σ_j weights[j] · values[j].
+void sg_attention_scores(int isa, long n, long hd, const float *q, const float *keys, long ld, float scale, float *out);
+void sg_attention_values(int isa, long n, long hd, const float *weights, const float *values, long ld, float *out);
+
+/// y = silu(gate) · up = gate / (1 + exp(-gate)) · up, elementwise (SwiGLU's forward).
+void sg_swiglu(int isa, long n, const float *gate, const float *up, float *y);
+
 /// IEEE half to float (for scales and F16 tensors).
 float sg_half_to_float(unsigned short h);
 

@@ -49,16 +49,13 @@ func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
         for t in 0..<T {
             let p = probabilities + t * S, limit = offset + t + 1, out = y + t * ldy
             kv.forEachRun(below: limit) { first, n, keys, _ in
-                for j in 0..<n { p[first + j] = sg_dot(isa, hd, q + t * ldq, keys + j * kv.ld) * scale }
+                sg_attention_scores(isa, n, hd, q + t * ldq, keys, kv.ld, scale, p + first)
             }
             _ = sg_softmax_row(isa, limit, p)
             for j in limit..<S { p[j] = 0 }
             out.update(repeating: 0, count: hd)
             kv.forEachRun(below: limit) { first, n, _, values in
-                for j in 0..<n {
-                    let w = p[first + j], v = values + j * kv.ld
-                    for i in 0..<hd { out[i] += w * v[i] }
-                }
+                sg_attention_values(isa, n, hd, p + first, values, kv.ld, out)
             }
         }
         return

@@ -6,6 +6,12 @@ import Kernels
 // panel by panel while packing it (W read once for all rows). Quantised weights never train:
 // their backward gives the input gradient only (W dequantised into scratch for that gemm).
 
+extension Linear {
+    /// Up to this many rows (a batch of decoding sequences), a quantised weight runs as a
+    /// multi-vector matrix-vector product; past it, as a gemm that dequantises while packing.
+    static let fewRows = 32
+}
+
 /// out (rows, OUT) = inp (rows, IN) · Wᵀ + b.
 func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: Linear, rows: Int,
                    workspace: Workspace) {
@@ -17,6 +23,8 @@ func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: 
         switch (block, rows) {
         case (.quantized(let type, let bytes, _, _), 1):
             quantizedMatvec(type, rows: n, k: inputs, weights: bytes, x: inp, y: target, pool: pool)
+        case (.quantized(let type, let bytes, _, _), ...Linear.fewRows):
+            quantizedMatmul(type, rows: n, k: inputs, weights: bytes, n: rows, x: inp, ldx: inputs, y: target, ldy: outputs, pool: pool)
         case (.quantized(let type, let bytes, _, _), _):
             quantizedGemm(type, m: rows, n: n, k: inputs, a: inp, lda: inputs, weights: bytes, c: target, ldc: outputs, pool: pool)
         case (.dense(let w, _, _), 1):

@@ -17,11 +17,8 @@ func activationForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, rows: 
     case .swiglu:
         pool.parallelRanges(rows, minimumPerThread: max(1, 8192 / H)) { range in
             for r in range {
-                let gate = inp.baseAddress! + r * 2 * H, up = gate + H, o = out.baseAddress! + r * H
-                for i in 0..<H {
-                    let g = gate[i]
-                    o[i] = g / (1 + exp(-g)) * up[i]
-                }
+                let gate = inp.baseAddress! + r * 2 * H
+                sg_swiglu(InstructionSet.best.rawValue, H, gate, gate + H, out.baseAddress! + r * H)
             }
         }
     }
