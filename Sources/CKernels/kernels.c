@@ -683,38 +683,6 @@ SG_AVX512Q static inline __m512 block_dot_avx512(int type, const unsigned char *
     return _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
 }
 
-// Per-block sums of x are the same for every row: computed once per call.
-SG_AVX512Q static void qmatvec_avx512(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
-    long blocks = k / 32, bb = type_block_bytes(type);
-    float sums_stack[512];
-    float *sums = blocks <= 512 ? sums_stack : (float *)malloc((size_t)blocks * sizeof(float));
-    for (long b = 0; b < blocks; b++)
-        sums[b] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(x + 32 * b), _mm512_loadu_ps(x + 32 * b + 16)));
-    for (long r = 0; r < rows; r++) {
-        const unsigned char *row = w + r * row_bytes;
-        __m512 acc = _mm512_setzero_ps();
-        float scalar = 0.0f;
-        if (type == SG_TYPE_Q8_0) {
-            for (long b = 0; b < blocks; b++) acc = block_dot_avx512(type, row + b * bb, x + 32 * b, acc, &scalar);
-        } else {
-            const long off = type == SG_TYPE_Q4_1 ? 4 : 2;
-            for (long b = 0; b < blocks; b++) {
-                const unsigned char *blk = row + b * bb;
-                __m128i packed = _mm_loadu_si128((const __m128i *)(blk + off));
-                __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
-                __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
-                __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), _mm512_loadu_ps(x + 32 * b + 16),
-                                           _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), _mm512_loadu_ps(x + 32 * b)));
-                float d = _cvtsh_ss(load_u16(blk));
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
-                scalar += (type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : -8.0f * d) * sums[b];
-            }
-        }
-        y[r] = _mm512_reduce_add_ps(acc) + scalar;
-    }
-    if (sums != sums_stack) free(sums);
-}
-
 // One block of one row as 32 floats in two registers.
 SG_AVX512Q static inline void block_weights_avx512(int type, const unsigned char *blk, __m512 *w0, __m512 *w1) {
     float d = _cvtsh_ss(load_u16(blk));
@@ -800,6 +768,38 @@ SG_AVX512Q static void qmatmul_avx512(int type, long rows, long k, const unsigne
     if (panel != stack_panel) free(panel);
 }
 
+// Per-block sums of x are the same for every row: computed once per call.
+SG_AVX512Q static void qmatvec_avx512(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
+    long blocks = k / 32, bb = type_block_bytes(type);
+    float sums_stack[512];
+    float *sums = blocks <= 512 ? sums_stack : (float *)malloc((size_t)blocks * sizeof(float));
+    for (long b = 0; b < blocks; b++)
+        sums[b] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(x + 32 * b), _mm512_loadu_ps(x + 32 * b + 16)));
+    for (long r = 0; r < rows; r++) {
+        const unsigned char *row = w + r * row_bytes;
+        __m512 acc = _mm512_setzero_ps();
+        float scalar = 0.0f;
+        if (type == SG_TYPE_Q8_0) {
+            for (long b = 0; b < blocks; b++) acc = block_dot_avx512(type, row + b * bb, x + 32 * b, acc, &scalar);
+        } else {
+            const long off = type == SG_TYPE_Q4_1 ? 4 : 2;
+            for (long b = 0; b < blocks; b++) {
+                const unsigned char *blk = row + b * bb;
+                __m128i packed = _mm_loadu_si128((const __m128i *)(blk + off));
+                __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
+                __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
+                __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), _mm512_loadu_ps(x + 32 * b + 16),
+                                           _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), _mm512_loadu_ps(x + 32 * b)));
+                float d = _cvtsh_ss(load_u16(blk));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
+                scalar += (type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : -8.0f * d) * sums[b];
+            }
+        }
+        y[r] = _mm512_reduce_add_ps(acc) + scalar;
+    }
+    if (sums != sums_stack) free(sums);
+}
+
 SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, long n, float *dst) {
     long blocks = n / 32;
     if (type == SG_TYPE_Q8_0) {
@@ -824,9 +824,81 @@ SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, lon
 }
 #endif
 
+#if SG_X86
+#define SG_AVX2Q __attribute__((target("avx2,fma,f16c")))
+
+// One block's 32 quantised values as floats q (before scale and offset), in four registers.
+SG_AVX2Q static inline void block_values_avx2(int type, const unsigned char *blk, __m256 q[4]) {
+    if (type == SG_TYPE_Q8_0) {
+        for (int i = 0; i < 4; i++) q[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * i))));
+        return;
+    }
+    __m128i packed = _mm_loadu_si128((const __m128i *)(blk + (type == SG_TYPE_Q4_1 ? 4 : 2)));
+    __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
+    __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
+    q[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(low));
+    q[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(low, 8)));
+    q[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(high));
+    q[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(high, 8)));
+}
+
+// A block's scale d and offset m: value = d * q + m (Q8_0: m = 0; Q4_0: m = -8d).
+SG_AVX2Q static inline void block_scale_avx2(int type, const unsigned char *blk, float *d, float *m) {
+    *d = _cvtsh_ss(load_u16(blk));
+    *m = type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : (type == SG_TYPE_Q4_0 ? -8.0f * *d : 0.0f);
+}
+
+SG_AVX2Q static void dequantize_avx2(int type, const unsigned char *src, long n, float *dst) {
+    long bb = type_block_bytes(type);
+    for (long b = 0; b < n / 32; b++, src += bb) {
+        __m256 q[4];
+        float d, m;
+        block_values_avx2(type, src, q);
+        block_scale_avx2(type, src, &d, &m);
+        __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+        for (int i = 0; i < 4; i++) _mm256_storeu_ps(dst + 32 * b + 8 * i, _mm256_fmadd_ps(vd, q[i], vm));
+    }
+}
+
+// y = W x with the scale applied once per block (d · (q · x)) and the offset through the
+// block's x sum (m · Σx), both sums computed once per call.
+SG_AVX2Q static void qmatvec_avx2(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
+    long blocks = k / 32, bb = type_block_bytes(type);
+    float sums_stack[512];
+    float *sums = blocks <= 512 ? sums_stack : (float *)malloc((size_t)blocks * sizeof(float));
+    for (long b = 0; b < blocks; b++) {
+        __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x + 32 * b), _mm256_loadu_ps(x + 32 * b + 8)),
+                                 _mm256_add_ps(_mm256_loadu_ps(x + 32 * b + 16), _mm256_loadu_ps(x + 32 * b + 24)));
+        sums[b] = hsum_avx(t);
+    }
+    for (long r = 0; r < rows; r++) {
+        const unsigned char *row = w + r * row_bytes;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        float scalar = 0.0f;
+        for (long b = 0; b < blocks; b++) {
+            const unsigned char *blk = row + b * bb;
+            __m256 q[4];
+            float d, m;
+            block_values_avx2(type, blk, q);
+            block_scale_avx2(type, blk, &d, &m);
+            const float *xb = x + 32 * b;
+            __m256 t0 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), _mm256_mul_ps(q[0], _mm256_loadu_ps(xb)));
+            __m256 t1 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), _mm256_mul_ps(q[1], _mm256_loadu_ps(xb + 8)));
+            __m256 vd = _mm256_set1_ps(d);
+            acc0 = _mm256_fmadd_ps(vd, t0, acc0);
+            acc1 = _mm256_fmadd_ps(vd, t1, acc1);
+            scalar += m * sums[b];
+        }
+        y[r] = hsum_avx(_mm256_add_ps(acc0, acc1)) + scalar;
+    }
+    if (sums != sums_stack) free(sums);
+}
+#endif
+
 void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {
 #if SG_X86
     if (isa == SG_ISA_AVX512 && type_block_bytes(type) > 0) { dequantize_avx512(type, (const unsigned char *)src, n, dst); return; }
+    if (isa == SG_ISA_AVX2_FMA && type_block_bytes(type) > 0) { dequantize_avx2(type, (const unsigned char *)src, n, dst); return; }
 #endif
     (void)isa;
     dequantize_portable(type, (const unsigned char *)src, n, dst);
@@ -857,8 +929,12 @@ void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, lo
         qmatvec_avx512(type, rows, k, (const unsigned char *)w, row_bytes, x, y);
         return;
     }
+    if (isa == SG_ISA_AVX2_FMA && type_block_bytes(type) > 0) {
+        qmatvec_avx2(type, rows, k, (const unsigned char *)w, row_bytes, x, y);
+        return;
+    }
 #endif
-    // Other ISAs: dequantise one row at a time into a stack buffer, then a dot product.
+    // Other types and the portable path: dequantise one row at a time into a stack buffer, then a dot product.
     float row_buffer[4096];
     float *buffer = k <= 4096 ? row_buffer : (float *)malloc((size_t)k * sizeof(float));
     for (long r = 0; r < rows; r++) {

@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 /// Whether a gemm operand is used as stored or transposed.
 public enum Transpose: Sendable {
@@ -27,11 +28,37 @@ public enum InstructionSet: Int32, Sendable, CaseIterable, CustomStringConvertib
     case avx2FMA = 1
     case avx512 = 2
 
-    /// The fastest one this CPU supports.
-    public static let best = InstructionSet(rawValue: sg_best_isa()) ?? .portable
+    /// The fastest one this CPU has.
+    public static let hardware = InstructionSet(rawValue: sg_best_isa()) ?? .portable
 
-    /// Those this CPU supports, slowest first.
+    /// The one every kernel uses: the fastest this CPU has, or a slower one named by
+    /// `SWIFTGPT_ISA=portable|avx2|avx512`, so the AVX2 and portable paths can be tested and
+    /// measured on a machine with AVX-512. A set the CPU lacks is refused with a warning.
+    public static let best: InstructionSet = {
+        guard let name = ProcessInfo.processInfo.environment["SWIFTGPT_ISA"]?.lowercased(), !name.isEmpty else { return hardware }
+        guard let requested = InstructionSet(name: name) else {
+            FileHandle.standardError.write(Data("warning: SWIFTGPT_ISA=\(name) is not portable, avx2 or avx512; using \(hardware)\n".utf8))
+            return hardware
+        }
+        guard requested.rawValue <= hardware.rawValue else {
+            FileHandle.standardError.write(Data("warning: SWIFTGPT_ISA=\(name): this CPU lacks \(requested); using \(hardware)\n".utf8))
+            return hardware
+        }
+        return requested
+    }()
+
+    /// Those in use up to `best`, slowest first (what tests hold to their references).
     public static var supported: [InstructionSet] { allCases.filter { $0.rawValue <= best.rawValue } }
+
+    /// The set a `SWIFTGPT_ISA` or `--isa` value names: portable, avx2, avx512.
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "portable": self = .portable
+        case "avx2", "avx2+fma", "avx2fma": self = .avx2FMA
+        case "avx512", "avx-512": self = .avx512
+        default: return nil
+        }
+    }
 
     public var description: String {
         switch self {

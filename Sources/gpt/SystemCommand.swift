@@ -14,7 +14,8 @@ struct SystemCommand: ParsableCommand {
     func run() throws {
         let facts: [(String, String)] = [
             ("version", swiftGPTVersion),
-            ("instruction set", InstructionSet.best.description),
+            ("instruction set", InstructionSet.best.description
+                + (InstructionSet.best == InstructionSet.hardware ? "" : " (SWIFTGPT_ISA; the CPU has \(InstructionSet.hardware))")),
             ("gemm backend", gemmBackendDescription),
             ("threads", String(ThreadPool.defaultThreadCount)),
         ]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CommandSupport
 import Foundation
 import SwiftGPT
 
@@ -38,7 +39,7 @@ struct TokenizerCommand: ParsableCommand {
             let tokenizer = try source.load()
             let text = try readUTF8(file)
             let ids = tokenizer.encode(text, allowedSpecial: allowSpecial ? .all : .none)
-            print(ids.map(String.init).joined(separator: " "))
+            FileHandle.standardOutput.write(Data(TokenIDText.format(ids)))
         }
     }
 
@@ -53,14 +54,8 @@ struct TokenizerCommand: ParsableCommand {
 
         func run() throws {
             let tokenizer = try source.load()
-            let text = String(decoding: try readInput(file), as: UTF8.self)
-            var ids: [Int] = []
-            for (position, field) in text.split(whereSeparator: \.isWhitespace).enumerated() {
-                guard let id = Int(field) else {
-                    throw ValidationError("'\(field.prefix(40))' (item \(position)) is not a token id")
-                }
-                ids.append(id)
-            }
+            let ids: [Int]
+            do { ids = try TokenIDText.parse(try readInput(file)) } catch let error as TokenIDError { throw ValidationError(error.description) }
             FileHandle.standardOutput.write(Data(try tokenizer.decodeBytes(ids)))
         }
     }
