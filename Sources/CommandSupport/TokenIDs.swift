@@ -5,22 +5,25 @@ import Foundation
 public enum TokenIDText {
     /// "15496 11 995" for [15496, 11, 995], with a final newline.
     public static func format(_ ids: [Int]) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(ids.count * 6 + 1)
-        var digits = [UInt8](repeating: 0, count: 20)
-        for (i, id) in ids.enumerated() {
-            if i > 0 { out.append(0x20) }
-            var value = id.magnitude, count = 0
-            repeat {
-                digits[count] = UInt8(truncatingIfNeeded: value % 10) + 0x30
-                value /= 10
-                count += 1
-            } while value > 0
-            if id < 0 { out.append(0x2D) }
-            for j in stride(from: count - 1, through: 0, by: -1) { out.append(digits[j]) }
+        // At most 20 digits and a sign or separator per id, written straight into the bytes.
+        [UInt8](unsafeUninitializedCapacity: ids.count * 21 + 1) { out, written in
+            var n = 0
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+                for (i, id) in ids.enumerated() {
+                    if i > 0 { out[n] = 0x20; n += 1 }
+                    if id < 0 { out[n] = 0x2D; n += 1 }
+                    var value = id.magnitude, count = 0
+                    repeat {
+                        digits[count] = UInt8(truncatingIfNeeded: value % 10) &+ 0x30
+                        value /= 10
+                        count += 1
+                    } while value > 0
+                    while count > 0 { count -= 1; out[n] = digits[count]; n += 1 }
+                }
+            }
+            out[n] = 0x0A
+            written = n + 1
         }
-        out.append(0x0A)
-        return out
     }
 
     /// The ids in whitespace-separated decimal text; an item that is not a non-negative integer
