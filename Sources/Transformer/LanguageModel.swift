@@ -302,10 +302,10 @@ public final class LanguageModel: @unchecked Sendable {
             tables += span.cache!.blocks
         }
         var scores: [[Float]?] = Array(repeating: nil, count: batch.count)
-        try tables.withUnsafeBufferPointer { tables in
+        tables.withUnsafeBufferPointer { tables in
             for index in spans.indices { spans[index].table = tables.baseAddress! + tableStarts[index] }
-            try ids.withUnsafeBufferPointer { ids in
-                try positions.withUnsafeBufferPointer { positions in
+            ids.withUnsafeBufferPointer { ids in
+                positions.withUnsafeBufferPointer { positions in
                     embeddingForward(out: a.encoded, tokens: ids, positions: positions, token: weights.tokenEmbedding,
                                      position: weights.positionEmbedding, rows: rows, pool: pool)
                     var input = UnsafeBufferPointer(a.encoded)

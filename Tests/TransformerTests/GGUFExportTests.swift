@@ -145,7 +145,7 @@ final class GGUFTrainingTests: XCTestCase {
         let full = try ModelLoader.model(from: file, weights: .dequantized, trainable: true)
         XCTAssertEqual(full.layout.totalCount, full.config.parameterCount)
         let fullLoss = try XCTUnwrap(try full.forward(tokens: tokens, targets: targets, batch: 2, length: 8))
-        frozen.parameters.update(fromContentsOf: original)
+        _ = frozen.parameters.update(fromContentsOf: original)
         XCTAssertEqual(fullLoss, try loss(), accuracy: 1e-4, "the same weights, dequantised or in place")
         full.zeroGradients()
         full.backward()
