@@ -166,6 +166,8 @@ public final class InferenceWorkspace {
     /// Seconds spent in the linear layers (the gemms and matrix-vector products) while
     /// `measuring` is on: `gpt-bench generate` reports the rest of a step.
     public var linearSeconds: Double = 0
+    /// Seconds in attention (from the rows' keys to their outputs) while `measuring` is on.
+    public var attentionSeconds: Double = 0
     public var measuring = false
 
     public init(pool: ThreadPool = .shared) { scratch = Workspace(pool: pool) }

@@ -294,6 +294,7 @@ public final class LanguageModel: @unchecked Sendable {
         let scratch = workspace.scratch
         scratch.pool = pool
         workspace.linearSeconds = 0
+        workspace.attentionSeconds = 0
         let timer = workspace.measuring ? workspace : nil
         // The block tables, fixed for this step, where the attention loop can read them.
         var tables: [Int32] = [], tableStarts: [Int] = []
@@ -411,6 +412,7 @@ public final class LanguageModel: @unchecked Sendable {
             }
         }
         let site = 1 + 3 * l
+        let attentionStart = timer == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         pool.parallelFor(spans.count * NH) { index in
             let span = spans[index / NH], h = index % NH, g = h / group
             let S = span.keyCount, attention = span.attentionBase + h * span.rows * S
@@ -431,6 +433,7 @@ public final class LanguageModel: @unchecked Sendable {
                                  kv: rows, T: span.rows, S: S, offset: span.offset, headSize: hd,
                                  dropout: dropout.map { ($0, site, attention, a.dropped.baseAddress! + attention) })
         }
+        if let timer { timer.attentionSeconds += Double(DispatchTime.now().uptimeNanoseconds - attentionStart) / 1e9 }
         timed(timer) {
             linearForward(out: projected, inp: UnsafeBufferPointer(a.attended), w.attentionOutput, rows: rows, workspace: workspace)
         }

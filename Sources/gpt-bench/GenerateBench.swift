@@ -78,7 +78,7 @@ struct GenerateBench: ParsableCommand {
         for b in batch.counts {
             let pool = try KVBlockPool(config: model.config, budget: .tokens(b * (16 + generate + 16)))
             let workspace = InferenceWorkspace(pool: model.pool)
-            var rates: [Double] = [], outside: [Double] = []
+            var rates: [Double] = [], outside: [Double] = [], attentionShares: [Double] = []
             for _ in 0..<repetitions {
                 let caches = (0..<b).map { _ in KVCache(pool: pool, capacity: 16 + generate + 1) }
                 var result = try model.forward(batch: caches.enumerated().map { i, cache in
@@ -86,26 +86,29 @@ struct GenerateBench: ParsableCommand {
                 }, workspace: workspace)
                 var next = (0..<b).map { Sampler.argmax(result.logits(entry: $0)) }
                 workspace.measuring = true
-                var linear = 0.0
+                var linear = 0.0, attention = 0.0
                 let start = DispatchTime.now().uptimeNanoseconds
                 for _ in 0..<generate {
                     result = try model.forward(batch: caches.enumerated().map { BatchEntry(cache: $1, tokens: [next[$0]]) },
                                                workspace: workspace)
                     linear += workspace.linearSeconds
+                    attention += workspace.attentionSeconds
                     next = (0..<b).map { Sampler.argmax(result.logits(entry: $0)) }
                 }
                 let elapsed = seconds(since: start)
                 workspace.measuring = false
                 rates.append(Double(b * generate) / elapsed)
                 outside.append(1 - linear / elapsed)
+                attentionShares.append(attention / elapsed)
             }
             let rate = rates.sorted()[rates.count / 2], share = outside.sorted()[outside.count / 2]
+            let attentionShare = attentionShares.sorted()[attentionShares.count / 2]
             if json {
                 print(jsonLine(["bench": "generate-batch", "isa": "\(InstructionSet.best)", "threads": threads, "batch": b,
-                                "tokens_per_sec": rate, "outside_gemm_share": share]))
+                                "tokens_per_sec": rate, "outside_gemm_share": share, "attention_share": attentionShare]))
             } else {
-                print(String(format: "  batch %2d: %.1f tok/s aggregate (%.1f per sequence), %.0f%% of a step outside the gemms",
-                             b, rate, rate / Double(b), share * 100))
+                print(String(format: "  batch %2d: %.1f tok/s aggregate (%.1f per sequence), %.0f%% of a step outside the gemms (attention %.0f%%)",
+                             b, rate, rate / Double(b), share * 100, attentionShare * 100))
             }
         }
     }
