@@ -92,38 +92,60 @@ extension Tokenizer {
     /// (`left right` per line in rank order, after an optional `#version` line).
     public static func loadVocabAndMerges(vocab vocabURL: URL, merges mergesURL: URL,
                                           pattern: PreTokenizer = .gpt2) throws -> Tokenizer {
-        let vocabObject: Any
+        let vocabData = try readData(vocabURL), mergesData = try readData(mergesURL)
+        let entries: [(text: [UInt8], id: Int)]
         do {
-            vocabObject = try JSONSerialization.jsonObject(with: try readData(vocabURL))
-        } catch let error as TokenizerError {
-            throw error
-        } catch {
-            throw TokenizerError("\(vocabURL.path): not valid JSON (\(error.localizedDescription))")
-        }
-        guard let vocab = vocabObject as? [String: Any] else {
-            throw TokenizerError("\(vocabURL.path): expected a JSON object of token -> id")
-        }
-        var ids: [String: Int] = [:]
-        for (token, value) in vocab {
-            guard let id = value as? Int, id >= 0 else {
-                throw TokenizerError("\(vocabURL.path): the id of '\(token)' is not a non-negative integer")
-            }
-            ids[token] = id
-        }
-        let mergeLines = try readText(mergesURL).split(separator: "\n", omittingEmptySubsequences: false)
-        var merges: [(String, String)] = []
-        for (index, line) in mergeLines.enumerated() {
-            if line.isEmpty || (index == 0 && line.hasPrefix("#version")) { continue }
-            let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-                throw TokenizerError("\(mergesURL.path):\(index + 1): expected 'left right', got '\(line.prefix(60))'")
-            }
-            merges.append((String(parts[0]), String(parts[1])))
+            entries = try vocabData.withUnsafeBytes { try VocabularyParsing.parseVocabulary($0) }
+        } catch let failure as VocabularyParsing.Failure {
+            throw TokenizerError("\(vocabURL.path): not valid JSON of token -> id (\(failure.message))")
         }
         // GPT-2 keeps <|endoftext|> in vocab.json; it is special, not text.
-        let specials = ids["<|endoftext|>"].map { ["<|endoftext|>": $0] } ?? [:]
-        return try build(vocabulary: ids, merges: merges, specialTokens: specials, pattern: pattern,
-                         source: mergesURL.path)
+        let endOfText = Array("<|endoftext|>".utf8)
+        var specials: [String: Int] = [:]
+        var ids = [[UInt8]: Int32](minimumCapacity: entries.count)
+        let maxId = entries.map(\.id).max() ?? -1
+        guard maxId < 10_000_000 else { throw TokenizerError("\(vocabURL.path): id \(maxId) is implausibly large") }
+        var tokenBytes = [[UInt8]](repeating: [], count: maxId + 1)
+        for (text, id) in entries {
+            ids[text] = Int32(id)
+            if text == endOfText { specials["<|endoftext|>"] = id; continue }
+            guard let bytes = VocabularyParsing.decodeByteLevel(text) else {
+                throw TokenizerError("\(vocabURL.path): token '\(String(decoding: text, as: UTF8.self))' (id \(id)) is not in GPT-2's byte alphabet")
+            }
+            tokenBytes[id] = bytes
+        }
+        // merges.txt: "left right" per line, in rank order, after an optional "#version" line.
+        var merges: [(Int32, Int32, Int32)] = []
+        try mergesData.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+            var lineStart = 0, lineNumber = 0
+            while lineStart < bytes.count {
+                var end = lineStart
+                while end < bytes.count, bytes[end] != 0x0A { end += 1 }
+                lineNumber += 1
+                var line = bytes[lineStart..<end]
+                if line.last == 0x0D { line = line.dropLast() }
+                lineStart = end + 1
+                if line.isEmpty || (lineNumber == 1 && line.starts(with: "#version".utf8)) { continue }
+                let fields = line.split(separator: 0x20, omittingEmptySubsequences: false)
+                guard fields.count == 2, !fields[0].isEmpty, !fields[1].isEmpty else {
+                    throw TokenizerError("\(mergesURL.path):\(lineNumber): expected 'left right', got '\(String(decoding: line.prefix(60), as: UTF8.self))'")
+                }
+                let left = Array(fields[0]), right = Array(fields[1])
+                guard let l = ids[left], let r = ids[right] else {
+                    let unknown = String(decoding: ids[left] == nil ? left : right, as: UTF8.self)
+                    throw TokenizerError("\(mergesURL.path): merge \(merges.count + 1) ('\(String(decoding: line, as: UTF8.self))') names '\(unknown)', which is not in the vocabulary")
+                }
+                guard let merged = ids[left + right] else {
+                    throw TokenizerError("\(mergesURL.path): merge \(merges.count + 1) ('\(String(decoding: line, as: UTF8.self))') makes '\(String(decoding: left + right, as: UTF8.self))', which is not in the vocabulary")
+                }
+                merges.append((l, r, merged))
+            }
+        }
+        do {
+            return try Tokenizer(tokenBytes: tokenBytes, merges: merges, specialTokens: specials, preTokenizer: pattern)
+        } catch let error as TokenizerError {
+            throw TokenizerError("\(mergesURL.path): \(error.description)")
+        }
     }
 
     /// Hugging Face `tokenizer.json` with a BPE model and a byte-level pre-tokenizer (alone, or

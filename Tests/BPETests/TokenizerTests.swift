@@ -218,3 +218,48 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// vocab.json + merges.txt read as bytes: JSON escapes, and errors that name the file and place.
+final class VocabularyParsingTests: XCTestCase {
+    func testEscapesAndErrors() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vocab-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // The 256 byte tokens, written with a mix of escapes: \u0120 for "Ġ", \" and \\, a raw UTF-8 "Ċ".
+        var entries: [String] = []
+        for byte in 0..<256 {
+            let text = ByteEncoder.encode([UInt8(byte)])
+            let escaped: String
+            switch text {
+            case "\"": escaped = #"\""#
+            case "\\": escaped = #"\\"#
+            case "Ġ": escaped = #"\u0120"#
+            default: escaped = text
+            }
+            entries.append("\"\(escaped)\" : \(byte)")
+        }
+        entries.append(#""\u0120t": 256"#)
+        entries.append(#""<|endoftext|>": 257"#)
+        try Data(("{\n  " + entries.joined(separator: ",\n  ") + "\n}\n").utf8).write(to: directory.appendingPathComponent("vocab.json"))
+        try Data("#version: 0.2\r\nĠ t\r\n".utf8).write(to: directory.appendingPathComponent("merges.txt"))
+        let tokenizer = try Tokenizer.load(path: directory.path)
+        XCTAssertEqual(tokenizer.encode(" t \"\\"), [256, 32, 34, 92])
+        XCTAssertEqual(tokenizer.id(of: "<|endoftext|>"), 257)
+
+        func expectError(_ vocab: String, _ merges: String = "", _ message: String, line: UInt = #line) throws {
+            try Data(vocab.utf8).write(to: directory.appendingPathComponent("vocab.json"))
+            try Data(merges.utf8).write(to: directory.appendingPathComponent("merges.txt"))
+            XCTAssertThrowsError(try Tokenizer.load(path: directory.path), line: line) {
+                XCTAssertTrue("\($0)".contains(message), "\($0) should mention \(message)", line: line)
+            }
+        }
+        try expectError(#"{"a": -1}"#, "", "the id of 'a' is not a non-negative integer")
+        try expectError(#"{"a": 1, "b" 2}"#, "", "expected ':' at byte offset")
+        try expectError(#"{"a": 1, "b": 2"#, "", "unexpected end")
+        try expectError(#"{"a\q": 1}"#, "", "invalid escape")
+        try expectError(#"{"a": 0, "b": 1}"#, "a c\n", "names 'c', which is not in the vocabulary")
+        try expectError(#"{"a": 0, "b": 1}"#, "a b\n", "makes 'ab', which is not in the vocabulary")
+        try expectError(#"{"a": 0, "b": 1}"#, "#version: 0.2\na\n", "merges.txt:2: expected 'left right'")
+        try expectError(#"{"☃": 0}"#, "", "not in GPT-2's byte alphabet")
+    }
+}
