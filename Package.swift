@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "TransformerTests", dependencies: ["TestSupport", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels"]),
         .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["TestSupport", "Evaluation", "Transformer"]),
         .testTarget(name: "ServerTests", dependencies: ["Server"]),
     ],
     swiftLanguageModes: [.v6]
