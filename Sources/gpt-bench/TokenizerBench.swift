@@ -61,6 +61,7 @@ struct TokenizerBench: ParsableCommand {
         let reference = noReference || !tokenizer.hasSuffix(".tiktoken") ? nil
             : try tiktokenSpeed(rankFile: tokenizer, pattern: pattern ?? encoder.preTokenizer)
         let ours = (single: megabytes / single, multi: megabytes / multi)
+        let endToEnd = try endToEnd()
         if json {
             print(jsonLine(["bench": "tokenizer", "bytes": data.count, "tokens": tokenCount,
                             "pattern": encoder.preTokenizer.rawValue, "threads": threads,
@@ -68,20 +69,64 @@ struct TokenizerBench: ParsableCommand {
                             "swift_mbps_1_cold": megabytes / cold, "swift_mbps_1_held_out": heldOut,
                             "tiktoken_mbps_1": reference?.single, "tiktoken_mbps_n": reference?.multi,
                             "ratio_1": reference.map { ours.single / $0.single },
-                            "ratio_n": reference.map { ours.multi / $0.multi }]))
+                            "ratio_n": reference.map { ours.multi / $0.multi },
+                            "swift_end_to_end_seconds": endToEnd?.swift, "tiktoken_end_to_end_seconds": endToEnd?.tiktoken]))
         } else {
             print(String(format: "%@: %.1f MB, %d tokens (%.2f bytes/token), pattern %@", input, megabytes,
                          tokenCount, Double(data.count) / Double(max(1, tokenCount)), encoder.preTokenizer.rawValue))
             func row(_ label: String, _ swift: Double, _ ref: Double?) {
                 let refText = ref.map { String(format: "%8.1f MB/s", $0) } ?? "           -"
                 let ratio = ref.map { String(format: "%6.1fx", swift / $0) } ?? "      -"
-                print(String(format: "%-19@ SwiftGPT %8.1f MB/s   tiktoken %@   %@", label, swift, refText, ratio))
+                print(label.padding(toLength: 19, withPad: " ", startingAt: 0)
+                      + String(format: " SwiftGPT %8.1f MB/s   tiktoken %@   %@", swift, refText, ratio))
+            }
+            if let (swift, tiktoken) = endToEnd {
+                print("end to end".padding(toLength: 19, withPad: " ", startingAt: 0) + String(format: " SwiftGPT %8.2f s      tiktoken %@   %@", swift,
+                             tiktoken.map { String(format: "%8.2f s   ", $0) } ?? "           -",
+                             tiktoken.map { String(format: "%6.1fx", $0 / swift) } ?? "      -"))
             }
             row("1 thread, cold", megabytes / cold, reference?.single)
             row("1 thread, new text", heldOut, reference?.single)
             row("1 thread, warm", ours.single, reference?.single)
             row("\(threads) threads, warm", ours.multi, reference?.multi)
         }
+    }
+
+    /// Seconds from process start to the last id written, median of 3: `gpt tokenizer encode`
+    /// (the binary beside this one) and a tiktoken script that loads the same rank file, reads
+    /// the file, encodes it and prints the ids the same way. Nil when `gpt` is not beside us.
+    func endToEnd() throws -> (swift: Double, tiktoken: Double?)? {
+        guard let gpt = Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("gpt"),
+              FileManager.default.isExecutableFile(atPath: gpt.path) else { return nil }
+        func seconds(_ executable: String, _ arguments: [String]) -> Double? {
+            var times: [Double] = []
+            for _ in 0..<3 {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: executable)
+                process.arguments = arguments
+                process.standardOutput = FileHandle.nullDevice
+                process.standardError = FileHandle.nullDevice
+                let start = DispatchTime.now().uptimeNanoseconds
+                guard (try? process.run()) != nil else { return nil }
+                process.waitUntilExit()
+                guard process.terminationStatus == 0 else { return nil }
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            return times.sorted()[1]
+        }
+        var arguments = ["tokenizer", "encode", "--tokenizer", tokenizer, input]
+        if let pattern { arguments += ["--pattern", pattern.rawValue] }
+        guard let swift = seconds(gpt.path, arguments) else { return nil }
+        guard !noReference, tokenizer.hasSuffix(".tiktoken") else { return (swift, nil) }
+        let script = """
+        import sys, tiktoken
+        from tiktoken.load import load_tiktoken_bpe
+        enc = tiktoken.Encoding("bench", pat_str=sys.argv[3], mergeable_ranks=load_tiktoken_bpe(sys.argv[1]), special_tokens={})
+        text = open(sys.argv[2], encoding="utf-8", newline="").read()
+        sys.stdout.write(" ".join(map(str, enc.encode_ordinary(text))) + "\\n")
+        """
+        let encoder = try Tokenizer.load(path: tokenizer, pattern: pattern)
+        return (swift, seconds("/usr/bin/env", ["python3", "-c", script, tokenizer, input, encoder.preTokenizer.pattern]))
     }
 
     /// `text` cut at newlines into about `pieces` parts of similar size.
