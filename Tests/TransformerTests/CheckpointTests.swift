@@ -47,4 +47,47 @@ final class CheckpointTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("cannot read"), "\($0)")
         }
     }
+
+    /// Architectures and settings we do not run are refused by name, from either kind of file.
+    func testUnknownArchitecturesAreRefusedByName() throws {
+        let fixture = try ParityFixture("llama-tied")
+        try Checkpoint.save(fixture.model, to: directory)
+        let configURL = directory.appendingPathComponent("config.json")
+        let original = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+        for (key, value, message) in [("model_type", "mistral" as Any, "model_type \"mistral\" is not supported"),
+                                      ("hidden_act", "gelu" as Any, "hidden_act \"gelu\" is not supported"),
+                                      ("rope_scaling", ["rope_type": "yarn"] as Any, "rope scaling \"yarn\" is not supported")] {
+            var config = original
+            config[key] = value
+            try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+            XCTAssertThrowsError(try Checkpoint.load(directory)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+        // A Llama checkpoint whose q_proj disagrees with the config names the file and tensor.
+        try JSONSerialization.data(withJSONObject: original).write(to: configURL)
+        let weightsURL = directory.appendingPathComponent("model.safetensors")
+        let file = try SafetensorsFile(url: weightsURL)
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for name in file.tensors.keys.sorted() {
+            let values = try file.read(name)
+            tensors.append(name == "model.layers.1.self_attn.q_proj.weight" ? (name, [16, 64], Array(values.prefix(16 * 64)))
+                                                                           : (name, file.tensors[name]!.shape, values))
+        }
+        try withExtendedLifetime(tensors) {
+            let buffers = tensors.map { tensor in tensor.values.withUnsafeBufferPointer { FloatBuffer.allocate(capacity: $0.count) } }
+            defer { buffers.forEach { $0.deallocate() } }
+            for (buffer, tensor) in zip(buffers, tensors) { _ = buffer.initialize(from: tensor.values) }
+            try SafetensorsFile.write(zip(tensors, buffers).map { ($0.name, $0.shape, UnsafeBufferPointer($1)) }, to: weightsURL)
+        }
+        XCTAssertThrowsError(try Checkpoint.load(directory)) {
+            XCTAssertTrue("\($0)".contains("model.safetensors: tensor model.layers.1.self_attn.q_proj.weight has shape [16, 64]"), "\($0)")
+        }
+        // A GGUF file of an architecture we do not run.
+        var writer = GGUFWriter()
+        writer.setMetadata("general.architecture", .string("falcon"))
+        let gguf = directory.appendingPathComponent("falcon.gguf")
+        try writer.write(to: gguf)
+        XCTAssertThrowsError(try ModelLoader.config(of: GGUFFile(url: gguf))) {
+            XCTAssertTrue("\($0)".contains("architecture \"falcon\" is not supported"), "\($0)")
+        }
+    }
 }

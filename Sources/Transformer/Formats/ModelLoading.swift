@@ -46,6 +46,9 @@ public enum ModelLoader {
         guard let architecture = file.metadata["general.architecture"]?.string else {
             throw ModelError("\(file.url.path): general.architecture is missing")
         }
+        guard ["llama", "gpt2"].contains(architecture) else {
+            throw ModelError("\(file.url.path): architecture \"\(architecture)\" is not supported (llama, gpt2)")
+        }
         func integer(_ key: String) throws -> Int {
             guard let value = file.metadata["\(architecture).\(key)"]?.int else {
                 throw ModelError("\(file.url.path): \(architecture).\(key) is missing")
