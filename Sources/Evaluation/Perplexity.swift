@@ -34,12 +34,13 @@ public enum Perplexity {
         case .rolling(let size, let prefix):
             guard size >= 1 else { throw ModelError("the window must be at least 1 token, got \(size)") }
             // Predict ids[start..<end] from the `size` tokens ending just before `end - 1`.
+            // full[p] predicts ids[p]: the prefix token predicts the first.
+            let full = [prefix] + ids
             var result: [Window] = []
             var start = 0
             while start < ids.count {
                 let end = min(ids.count, start + size)
-                let input = ([prefix] + ids)[max(0, end - size)..<end]  // shifted by the prefix token
-                let tokens = Array(input), targets = Array(ids[max(0, end - size)..<end])
+                let tokens = Array(full[max(0, end - size)..<end]), targets = Array(ids[max(0, end - size)..<end])
                 result.append(Window(tokens: tokens, targets: targets, from: tokens.count - (end - start)))
                 start = end
             }

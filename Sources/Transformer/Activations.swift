@@ -99,10 +99,12 @@ final class TrainingActivations {
     let finalStatistics: NormStatistics
     let blocks: [BlockActivations]
     let positions: [Int32]
+    /// RoPE's cos and sin for every row (rotary models), for forward and backward.
+    let rotaryTable: RotaryTable?
     // Gradient scratch, reused block after block. dLogits first holds the softmax probabilities.
     let dLogits, dNormed, dResidual, dBranch, dHidden, dHiddenIn, dAttended, dQKV, dScores: FloatBuffer
 
-    init(config: ModelConfig, batch B: Int, length T: Int) {
+    init(config: ModelConfig, batch B: Int, length T: Int, frequencies: [Double]) {
         batch = B
         length = T
         let C = config.embeddingSize, V = config.vocabularySize, BT = B * T, dropout = config.dropout > 0
@@ -126,6 +128,7 @@ final class TrainingActivations {
         dHiddenIn = arena.take(BT * config.mlpInputSize); dAttended = arena.take(BT * C)
         dQKV = arena.take(BT * config.qkvSize); dScores = arena.take(attention)
         positions = (0..<BT).map { Int32($0 % T) }
+        rotaryTable = frequencies.isEmpty ? nil : positions.withUnsafeBufferPointer { RotaryTable(positions: $0, frequencies: frequencies) }
     }
 }
 

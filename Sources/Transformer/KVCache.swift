@@ -171,7 +171,4 @@ public final class KVCache: @unchecked Sendable {
     }
 
     func advance(by n: Int) { count += n }
-
-    /// Bytes of keys and values this sequence holds.
-    public var byteCount: Int { blocks.count * pool.byteCount / max(1, pool.blockCount) }
 }

@@ -185,6 +185,8 @@ public final class LanguageModel: @unchecked Sendable {
         var cache: KVCache?
         /// The cache's block table, for the length of one forward pass.
         var table: UnsafePointer<Int32>? = nil
+        /// Where a prompt chunk's cached keys (then values) are gathered in the workspace, or -1.
+        var gathered = -1
         /// Where this span's (T, S) attention weights start, per head.
         var attentionBase: Int
         var keyCount: Int { offset + rows }
@@ -208,7 +210,7 @@ public final class LanguageModel: @unchecked Sendable {
         try checkTokens(tokens, targets: targets)
         if activations == nil || activations!.batch != B || activations!.length != T {
             activations = nil
-            activations = TrainingActivations(config: config, batch: B, length: T)
+            activations = TrainingActivations(config: config, batch: B, length: T, frequencies: frequencies)
         }
         let a = activations!
         lastBatch = (tokens, targets, B, T)
@@ -222,7 +224,7 @@ public final class LanguageModel: @unchecked Sendable {
                 applyDropout(a.encoded, count: BT * C, site: 0, dropout)
                 var input = UnsafeBufferPointer(a.encoded)
                 for l in 0..<config.layerCount {
-                    block(l, input: input, a.blocks[l], projected: a.projected, rows: BT, positions: positions, spans: spans,
+                    block(l, input: input, a.blocks[l], projected: a.projected, rows: BT, rotaryTable: a.rotaryTable, spans: spans,
                           dropout: dropout, workspace: workspace)
                     input = UnsafeBufferPointer(a.blocks[l].output)
                 }
@@ -302,6 +304,15 @@ public final class LanguageModel: @unchecked Sendable {
             tableStarts.append(tables.count)
             tables += span.cache!.blocks
         }
+        // Prompt chunks gather their cached keys and values into the workspace, at these offsets.
+        var gatheredCount = 0
+        for index in spans.indices where spans[index].rows > 4 {
+            spans[index].gathered = gatheredCount
+            gatheredCount += 2 * spans[index].keyCount * config.keyValueSize
+        }
+        let gathered = scratch.gathered(count: gatheredCount)
+        let rotaryTable = frequencies.isEmpty ? nil
+            : positions.withUnsafeBufferPointer { RotaryTable(positions: $0, frequencies: frequencies) }
         var scores: [[Float]?] = Array(repeating: nil, count: batch.count)
         tables.withUnsafeBufferPointer { tables in
             for index in spans.indices { spans[index].table = tables.baseAddress! + tableStarts[index] }
@@ -311,8 +322,8 @@ public final class LanguageModel: @unchecked Sendable {
                                      position: weights.positionEmbedding, rows: rows, pool: pool)
                     var input = UnsafeBufferPointer(a.encoded)
                     for l in 0..<config.layerCount {
-                        block(l, input: input, a.block, projected: a.projected, rows: rows, positions: positions, spans: spans,
-                              dropout: nil, workspace: scratch, timer: timer)
+                        block(l, input: input, a.block, projected: a.projected, rows: rows, rotaryTable: rotaryTable, spans: spans,
+                              gathered: gathered, dropout: nil, workspace: scratch, timer: timer)
                         input = UnsafeBufferPointer(a.block.output)
                     }
                     // The final norm and the output layer only for the rows asked for.
@@ -374,16 +385,14 @@ public final class LanguageModel: @unchecked Sendable {
     /// One block over `rows` rows: input (rows, C) -> a.output (rows, C). With caches, the spans'
     /// new keys and values are appended to them first.
     private func block(_ l: Int, input: UnsafeBufferPointer<Float>, _ a: BlockActivations, projected: FloatBuffer,
-                       rows: Int, positions: UnsafeBufferPointer<Int32>, spans: [Span], dropout: Dropout?,
+                       rows: Int, rotaryTable: RotaryTable?, spans: [Span], gathered: FloatBuffer? = nil, dropout: Dropout?,
                        workspace: Workspace, timer: InferenceWorkspace? = nil) {
         let w = weights.blocks[l]
         let C = config.embeddingSize, W = config.qkvSize, kv = config.keyValueSize
         let NH = config.headCount, group = NH / config.keyValueHeadCount, hd = config.headSize
         normForward(out: a.normed1, statistics: a.statistics1, inp: input, w.attentionNorm, rows: rows, config: config, pool: pool)
         timed(timer) { linearForward(out: a.qkv, inp: UnsafeBufferPointer(a.normed1), w.qkv, rows: rows, workspace: workspace) }
-        if !frequencies.isEmpty {
-            rotary(a.qkv, rows: rows, ld: W, positions: positions, frequencies: frequencies, config: config, pool: pool)
-        }
+        if let rotaryTable { rotary(a.qkv, rows: rows, ld: W, table: rotaryTable, config: config, pool: pool) }
         for span in spans {
             guard let cache = span.cache else { continue }
             let pool = cache.pool, P = pool.blockSize
@@ -394,17 +403,11 @@ public final class LanguageModel: @unchecked Sendable {
                 (pool.values[l].baseAddress! + offset).update(from: row + kv, count: kv)
             }
         }
-        // Prompt chunks attend through a gemm per head over all their keys: their cached keys and
-        // values are gathered into contiguous rows first (one gemm, not one per block).
-        var gatheredAt = [Int](repeating: -1, count: spans.count), needed = 0
-        for (i, span) in spans.enumerated() where span.cache != nil && span.rows > 4 {
-            gatheredAt[i] = needed
-            needed += 2 * span.keyCount * kv
-        }
-        let gathered = workspace.gathered(count: needed)
-        for (i, span) in spans.enumerated() where gatheredAt[i] >= 0 {
+        // Prompt chunks attend through a gemm per head over all their keys: this layer's cached keys
+        // and values are gathered into contiguous rows first (one gemm, not one per block).
+        for span in spans where span.gathered >= 0 {
             let cache = span.cache!, P = cache.pool.blockSize, S = span.keyCount
-            let keys = gathered.baseAddress! + gatheredAt[i], values = keys + S * kv
+            let keys = gathered!.baseAddress! + span.gathered, values = keys + S * kv
             for first in stride(from: 0, to: S, by: P) {
                 let n = min(P, S - first), offset = cache.pool.offset(block: span.table![first / P], slot: 0)
                 (keys + first * kv).update(from: cache.pool.keys[l].baseAddress! + offset, count: n * kv)
@@ -418,8 +421,8 @@ public final class LanguageModel: @unchecked Sendable {
             let S = span.keyCount, attention = span.attentionBase + h * span.rows * S
             let q = UnsafePointer(a.qkv.baseAddress! + span.first * W + h * hd)
             let rows: KeyValueRows
-            if gatheredAt[index / NH] >= 0 {
-                let keys = gathered.baseAddress! + gatheredAt[index / NH]
+            if span.gathered >= 0 {
+                let keys = gathered!.baseAddress! + span.gathered
                 rows = .contiguous(keys: keys + g * hd, values: keys + S * kv + g * hd, ld: kv)
             } else if let cache = span.cache {
                 rows = KeyValueRows(keys: cache.pool.keys[l].baseAddress! + g * hd, values: cache.pool.values[l].baseAddress! + g * hd,
@@ -537,12 +540,7 @@ public final class LanguageModel: @unchecked Sendable {
                                        headSize: hd, dScores: a.dScores.baseAddress! + index * T * T,
                                        dropout: dropout.map { ($0, site) })
             }
-            if !frequencies.isEmpty {
-                a.positions.withUnsafeBufferPointer { positions in
-                    rotary(a.dQKV, rows: BT, ld: W, positions: positions, frequencies: frequencies, config: config,
-                           inverse: true, pool: pool)
-                }
-            }
+            if let table = a.rotaryTable { rotary(a.dQKV, rows: BT, ld: W, table: table, config: config, inverse: true, pool: pool) }
             a.dNormed.update(repeating: 0)
             linearBackward(dinp: a.dNormed, dout: UnsafeBufferPointer(a.dQKV), inp: UnsafeBufferPointer(s.normed1), w.qkv,
                            rows: BT, workspace: workspace)

@@ -30,10 +30,7 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
         let loaded = try ModelLoader.load(path: model, pool: pool)
-        guard let data = FileManager.default.contents(atPath: text) else { throw ValidationError("\(text): cannot read the file") }
-        guard let content = String(validating: data, as: UTF8.self) else {
-            throw ValidationError("\(text): invalid UTF-8 at byte offset \(firstInvalidUTF8Offset(data) ?? 0)")
-        }
+        let content = try readUTF8(text), bytes = content.utf8.count
         let ids = loaded.tokenizer.encode(content)
         let size = window ?? min(loaded.model.config.contextLength, 2048)
         let rule: Perplexity.Rule
@@ -52,14 +49,14 @@ struct EvalCommand: ParsableCommand {
         }
         if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
         let seconds = Date().timeIntervalSince(start)
-        let score = LanguageModelingScore(negativeLogLikelihood: result.negativeLogLikelihood, tokens: result.tokens, bytes: data.count)
+        let score = LanguageModelingScore(negativeLogLikelihood: result.negativeLogLikelihood, tokens: result.tokens, bytes: bytes)
         let words = content.split(whereSeparator: \.isWhitespace).count
         var figures: [(String, Double)] = [("token_perplexity", score.perplexity), ("tokens_scored", Double(result.tokens)),
                                            ("seconds", seconds)]
         if scoreFrom == nil {
             // Every token is scored once: per-word and per-byte figures are the text's (lm-eval's definitions).
             figures += [("word_perplexity", exp(result.negativeLogLikelihood / Double(max(1, words)))),
-                        ("byte_perplexity", exp(result.negativeLogLikelihood / Double(max(1, data.count)))),
+                        ("byte_perplexity", exp(result.negativeLogLikelihood / Double(max(1, bytes)))),
                         ("bits_per_byte", score.bitsPerByte)]
         }
         let width = figures.map(\.0.count).max() ?? 0

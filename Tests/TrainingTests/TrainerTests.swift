@@ -66,7 +66,7 @@ final class TrainerTests: XCTestCase {
         config.dropout = 0.1
         let loaded = try Checkpoint.load(checkpoint)
         let resumedModel = try LanguageModel(config: config)
-        resumedModel.parameters.update(fromContentsOf: loaded.parameters)
+        _ = resumedModel.parameters.update(fromContentsOf: loaded.parameters)
         var options = try Trainer.savedOptions(in: checkpoint)
         options.steps = 12
         let resumed = try Trainer(model: resumedModel, tokenizer: nil, train: shards.train, validation: shards.validation, options: options)

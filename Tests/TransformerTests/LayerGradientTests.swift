@@ -151,9 +151,8 @@ final class LayerGradientTests: XCTestCase {
             let W = config.qkvSize, frequencies = rotaryFrequencies(config)
             func run(_ x: [Float], inverse: Bool) -> [Float] {
                 let b = Buffers(), buffer = b.make(x)
-                positions.withUnsafeBufferPointer {
-                    rotary(buffer, rows: rows, ld: W, positions: $0, frequencies: frequencies, config: config, inverse: inverse, pool: .shared)
-                }
+                let table = positions.withUnsafeBufferPointer { RotaryTable(positions: $0, frequencies: frequencies) }
+                rotary(buffer, rows: rows, ld: W, table: table, config: config, inverse: inverse, pool: .shared)
                 return Array(buffer)
             }
             checkGradients("rotary \(pairing)", inputs: [random(rows * W)], forward: { run($0[0], inverse: false) },
@@ -176,10 +175,8 @@ final class LayerGradientTests: XCTestCase {
         var adjacentConfig = ModelConfig.llama(layers: 1, heads: 2, keyValueHeads: 1, embedding: 16, hidden: 8, vocabularySize: 8)
         adjacentConfig.rotaryPairing = .adjacent
         let b = Buffers(), permuted = b.make(toAdjacent(input))
-        positions.withUnsafeBufferPointer {
-            rotary(permuted, rows: rows, ld: 32, positions: $0, frequencies: rotaryFrequencies(adjacentConfig), config: adjacentConfig,
-                   pool: .shared)
-        }
+        let table = positions.withUnsafeBufferPointer { RotaryTable(positions: $0, frequencies: rotaryFrequencies(adjacentConfig)) }
+        rotary(permuted, rows: rows, ld: 32, table: table, config: adjacentConfig, pool: .shared)
         let expected = toAdjacent(results[.halves]!)
         XCTAssertLessThan(zip(Array(permuted), expected).map { abs($0 - $1) }.max()!, 1e-5)
     }

@@ -89,7 +89,7 @@ final class ModelParityTests: XCTestCase {
                 let up = try loss()
                 for i in original.indices { model.parameters[i] = original[i] - epsilon * direction[i] }
                 let down = try loss()
-                model.parameters.update(fromContentsOf: original)
+                _ = model.parameters.update(fromContentsOf: original)
                 let numerical = Double(up - down) / Double(2 * epsilon)
                 let analytic = zip(gradient, direction).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
                 XCTAssertEqual(numerical, analytic, accuracy: 0.02 * abs(analytic) + 2e-3, "\(name) direction \(trial)")

@@ -40,6 +40,10 @@ public enum Checkpoint {
             let values = UnsafeBufferPointer(rebasing: model.parameters[entry.range])
             let columns = spec.shape.count == 2 ? spec.shape[1] : nil
             for piece in TensorNames.huggingFace(spec, config: config) {
+                if piece.isWhole(of: spec) {
+                    tensors.append((piece.name, spec.shape, values))  // stored as it is: no copy
+                    continue
+                }
                 let buffer = FloatBuffer.allocate(capacity: piece.rows.count * (columns ?? 1))
                 held.append(buffer)
                 TensorNames.write(piece, from: values, into: buffer, columns: columns, config: config)

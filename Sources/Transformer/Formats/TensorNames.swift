@@ -18,6 +18,11 @@ public struct TensorPiece: Sendable, Equatable {
     /// For query and key rows: heads whose rows the outside format pairs differently.
     public let rotaryHeads: Int?
 
+    /// Whether the piece is all of `spec` in our layout (no rows split off, transposed or permuted).
+    public func isWhole(of spec: TensorSpec) -> Bool {
+        rows == 0..<spec.shape[0] && !transposed && rotaryHeads == nil
+    }
+
     /// The piece's shape in the outside format, for our tensor's `columns` (nil for a vector).
     public func shape(columns: Int?) -> [Int] {
         guard let columns else { return [rows.count] }
