@@ -904,6 +904,45 @@ void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {
     dequantize_portable(type, (const unsigned char *)src, n, dst);
 }
 
+#if SG_X86
+// The AVX2 form of qmatmul_avx512: two rows dequantised once into an L1 panel, then tiles of
+// 2 rows x 4 vectors (8 accumulators of the 16 ymm registers) run over it.
+SG_AVX2Q static void qmatmul_avx2(int type, long rows, long k, const unsigned char *w, long row_bytes, long n,
+                                  const float *x, long ldx, float *y, long ldy) {
+    float stack_panel[2 * 4096] __attribute__((aligned(32)));
+    float *panel = k <= 4096 ? stack_panel : (float *)aligned_alloc(32, (size_t)(2 * k) * sizeof(float));
+    long r0 = 0;
+    for (; r0 + 2 <= rows; r0 += 2) {
+        dequantize_avx2(type, w + r0 * row_bytes, k, panel);
+        dequantize_avx2(type, w + (r0 + 1) * row_bytes, k, panel + k);
+        const float *p0 = panel, *p1 = panel + k;
+        for (long v0 = 0; v0 < n; v0 += 4) {
+            long count = n - v0 < 4 ? n - v0 : 4;
+            const float *x0 = x + v0 * ldx;
+            const float *x1 = count > 1 ? x0 + ldx : x0, *x2 = count > 2 ? x0 + 2 * ldx : x0, *x3 = count > 3 ? x0 + 3 * ldx : x0;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            for (long i = 0; i < k; i += 8) {
+                __m256 w0 = _mm256_load_ps(p0 + i), w1 = _mm256_load_ps(p1 + i), v;
+                v = _mm256_loadu_ps(x0 + i); a00 = _mm256_fmadd_ps(w0, v, a00); a10 = _mm256_fmadd_ps(w1, v, a10);
+                v = _mm256_loadu_ps(x1 + i); a01 = _mm256_fmadd_ps(w0, v, a01); a11 = _mm256_fmadd_ps(w1, v, a11);
+                v = _mm256_loadu_ps(x2 + i); a02 = _mm256_fmadd_ps(w0, v, a02); a12 = _mm256_fmadd_ps(w1, v, a12);
+                v = _mm256_loadu_ps(x3 + i); a03 = _mm256_fmadd_ps(w0, v, a03); a13 = _mm256_fmadd_ps(w1, v, a13);
+            }
+            __m256 sums[4][2] = {{a00, a10}, {a01, a11}, {a02, a12}, {a03, a13}};
+            for (long v = 0; v < count; v++) {
+                y[(v0 + v) * ldy + r0] = hsum_avx(sums[v][0]);
+                y[(v0 + v) * ldy + r0 + 1] = hsum_avx(sums[v][1]);
+            }
+        }
+    }
+    for (; r0 < rows; r0++) {
+        dequantize_avx2(type, w + r0 * row_bytes, k, panel);
+        for (long v = 0; v < n; v++) y[v * ldy + r0] = dot_avx2(k, panel, x + v * ldx);
+    }
+    if (panel != stack_panel) free(panel);
+}
+#endif
+
 void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, long row_bytes, long n,
                          const float *x, long ldx, float *y, long ldy) {
 #if SG_X86
@@ -911,8 +950,12 @@ void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, lo
         qmatmul_avx512(type, rows, k, (const unsigned char *)w, row_bytes, n, x, ldx, y, ldy);
         return;
     }
+    if (isa == SG_ISA_AVX2_FMA && type_block_bytes(type) > 0) {
+        qmatmul_avx2(type, rows, k, (const unsigned char *)w, row_bytes, n, x, ldx, y, ldy);
+        return;
+    }
 #endif
-    // Other ISAs: dequantise one row at a time into a stack buffer, then a dot product per vector.
+    // Other types and the portable path: one row at a time into a stack buffer, then a dot product per vector.
     float row_buffer[4096];
     float *buffer = k <= 4096 ? row_buffer : (float *)malloc((size_t)k * sizeof(float));
     for (long r = 0; r < rows; r++) {
