@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Imports only go down: gpt -> Server -> Generation -> Transformer -> Kernels;
-// Training and Evaluation -> Transformer; Transformer also reads tokenizers (BPE), which
+// Training -> Transformer; Evaluation -> Generation, Transformer; Transformer also reads tokenizers (BPE), which
 // imports nothing of ours (DESIGN.md).
 let package = Package(
     name: "SwiftGPT",
@@ -15,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swiftcsv/SwiftCSV", from: "0.10.0"),
     ],
     targets: [
         // The innermost loops only: compiled for AVX2+FMA per function and chosen at run time.
@@ -24,10 +25,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "BPE", dependencies: ["CKernels"]),
+        // zlib, for the gzip-compressed evaluation files (Debian: zlib1g-dev).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .target(name: "Transformer", dependencies: ["Kernels", "BPE"]),
         .target(name: "Training", dependencies: ["Transformer", "Kernels"]),
         .target(name: "Generation", dependencies: ["Transformer", "Kernels"]),
-        .target(name: "Evaluation", dependencies: ["Transformer", "Kernels"]),
+        .target(name: "Evaluation", dependencies: ["Transformer", "Generation", "BPE", "Kernels", "CKernels", "CZlib",
+                                                .product(name: "SwiftCSV", package: "SwiftCSV")]),
         .target(name: "Server", dependencies: ["Generation"]),
         .target(name: "SwiftGPT", dependencies: [
             "Kernels", "BPE", "Transformer", "Training", "Generation", "Evaluation", "Server",
@@ -51,7 +55,7 @@ let package = Package(
         .testTarget(name: "TransformerTests", dependencies: ["TestSupport", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels"]),
         .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"]),
-        .testTarget(name: "EvaluationTests", dependencies: ["TestSupport", "Evaluation", "Transformer"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["TestSupport", "Evaluation", "Transformer", "BPE"]),
         .testTarget(name: "ServerTests", dependencies: ["Server"]),
     ],
     swiftLanguageModes: [.v6]

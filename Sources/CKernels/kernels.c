@@ -529,6 +529,18 @@ void sg_exp(int isa, long n, const float *x, float *y) {
     for (long i = 0; i < n; i++) y[i] = expf(x[i] < SG_EXP_LO ? SG_EXP_LO : x[i] > SG_EXP_HI ? SG_EXP_HI : x[i]);
 }
 
+float sg_max(long n, const float *x) {
+    // Eight running maxima so that the compiler vectorises the loop.
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = x[0];
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < n; i++) m[0] = x[i] > m[0] ? x[i] : m[0];
+    for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
+    return m[0];
+}
+
 float sg_softmax_row(int isa, long n, float *x) {
     if (n <= 0) return -INFINITY;
 #if SG_X86

@@ -6,7 +6,7 @@ import Transformer
 public func sampleText(model: LanguageModel, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
                        temperature: Float = 0.8, topK: Int? = 40, seed: UInt64 = 0) throws -> String {
     var ids = tokenizer.encode(prompt, allowedSpecial: .all)
-    if ids.isEmpty { ids = [tokenizer.id(of: "<|endoftext|>") ?? 0] }
+    if ids.isEmpty { ids = [tokenizer.endOfTextToken ?? 0] }
     ids = Array(ids.suffix(model.config.contextLength - 1))
     let cache = try KVCache(model, capacity: min(model.config.contextLength, ids.count + maxTokens))
     var sampler = Sampler(temperature: temperature, topK: topK, seed: seed)

@@ -2,13 +2,14 @@
 /// run at the cache's next positions.
 public struct BatchEntry {
     /// Which rows' logits come back: none (a prompt chunk before the last), the last row (to
-    /// sample the next token), or every row.
-    public enum Logits: Sendable { case none, last, all }
+    /// sample the next token), the last n rows, or every row.
+    public enum Logits: Sendable { case none, last, lastRows(Int), all }
 
     public var cache: KVCache
     public var tokens: [Int]
     public var logits: Logits
-    /// For scoring: the token that follows each row; the log-probability of each comes back.
+    /// For scoring: the token that follows each row (-1: that row is not scored); the
+    /// log-probability of each comes back, and whether it is the most likely token.
     public var targets: [Int]?
 
     public init(cache: KVCache, tokens: [Int], logits: Logits = .last, targets: [Int]? = nil) {
@@ -26,8 +27,11 @@ public struct BatchResult {
     public let vocabularySize: Int
     /// For each entry, its rows of `logits`.
     public let ranges: [Range<Int>]
-    /// For each entry with targets, log p(target) at each of its rows.
+    /// For each entry with targets, log p(target) at each of its rows (NaN where the target was -1).
     public let logProbabilities: [[Float]?]
+    /// For each entry with targets, whether the target is the most likely token at each of its rows
+    /// (lm-evaluation-harness's `is_greedy`; false where the target was -1).
+    public let isGreedy: [[Bool]?]
 
     /// Row `row` of entry `entry`'s logits (its last, by default).
     public func logits(entry: Int, row: Int? = nil) -> UnsafeBufferPointer<Float> {

@@ -286,6 +286,7 @@ public final class LanguageModel: @unchecked Sendable {
             switch entry.logits {
             case .none: break
             case .last: logitRows.append(first + T - 1)
+            case .lastRows(let n): logitRows += (first + T - min(max(n, 0), T))..<(first + T)
             case .all: logitRows += first..<(first + T)
             }
             logitRanges.append(start..<logitRows.count)
@@ -313,7 +314,7 @@ public final class LanguageModel: @unchecked Sendable {
         let gathered = scratch.gathered(count: gatheredCount)
         let rotaryTable = frequencies.isEmpty ? nil
             : positions.withUnsafeBufferPointer { RotaryTable(positions: $0, frequencies: frequencies) }
-        var scores: [[Float]?] = Array(repeating: nil, count: batch.count)
+        var scores: (logProbabilities: [[Float]?], isGreedy: [[Bool]?]) = ([], [])
         tables.withUnsafeBufferPointer { tables in
             for index in spans.indices { spans[index].table = tables.baseAddress! + tableStarts[index] }
             ids.withUnsafeBufferPointer { ids in
@@ -337,42 +338,52 @@ public final class LanguageModel: @unchecked Sendable {
                             linearForward(out: a.logits, inp: UnsafeBufferPointer(a.finalNormed), weights.output, rows: R, workspace: scratch)
                         }
                     }
-                    for (index, entry) in batch.enumerated() {
-                        guard let targets = entry.targets else { continue }
-                        scores[index] = logProbabilities(of: targets, rows: spans[index].first, input: input, a, after: R,
-                                                         chunk: scoreChunk, scratch: scratch, timer: timer)
-                    }
+                    scores = score(batch, spans: spans, input: input, a, after: R, chunk: scoreChunk, scratch: scratch, timer: timer)
                 }
             }
         }
         for span in spans { span.cache!.advance(by: span.rows) }
         return BatchResult(logits: UnsafeBufferPointer(rebasing: a.logits[0..<(R * V)]), vocabularySize: V, ranges: logitRanges,
-                           logProbabilities: scores)
+                           logProbabilities: scores.logProbabilities, isGreedy: scores.isGreedy)
     }
 
-    /// log softmax(logits)[target] at rows first..<first+targets.count of the last block's output,
-    /// through the output layer `chunk` rows at a time into the workspace's logits rows past
-    /// `after` (those before it are the batch's returned logits); no row's logits are kept.
-    private func logProbabilities(of targets: [Int], rows first: Int, input: UnsafeBufferPointer<Float>, _ a: InferenceActivations,
-                                  after: Int, chunk: Int, scratch: Workspace, timer: InferenceWorkspace?) -> [Float] {
+    /// log softmax(logits)[target] at every row with a target (-1: none) of the entries with
+    /// targets, and whether the target is the row's most likely token: all entries' scored rows
+    /// go through the final norm and the output layer together, `chunk` rows at a time, into the
+    /// workspace's logits rows past `after` (those before it are the batch's returned logits);
+    /// no row's logits are kept.
+    private func score(_ batch: [BatchEntry], spans: [Span], input: UnsafeBufferPointer<Float>, _ a: InferenceActivations,
+                       after: Int, chunk: Int, scratch: Workspace, timer: InferenceWorkspace?)
+        -> (logProbabilities: [[Float]?], isGreedy: [[Bool]?]) {
         let C = config.embeddingSize, V = config.vocabularySize
+        var logProbabilities: [[Float]?] = batch.map { $0.targets.map { Array(repeating: .nan, count: $0.count) } }
+        var isGreedy: [[Bool]?] = batch.map { $0.targets.map { Array(repeating: false, count: $0.count) } }
+        // (entry, row of the entry, target) for every scored row, in batch order.
+        var scored: [(entry: Int, row: Int, target: Int)] = []
+        for (index, entry) in batch.enumerated() {
+            for (row, target) in (entry.targets ?? []).enumerated() where target >= 0 { scored.append((index, row, target)) }
+        }
         let gathered = FloatBuffer(rebasing: a.encoded[0...]), normed = FloatBuffer(rebasing: a.finalNormed[(after * C)...])
         let logits = FloatBuffer(rebasing: a.logits[(after * V)...])
         let statistics = NormStatistics(mean: FloatBuffer(rebasing: a.finalStatistics.mean[after...]),
                                         rstd: FloatBuffer(rebasing: a.finalStatistics.rstd[after...]))
-        var result: [Float] = []
-        for start in stride(from: 0, to: targets.count, by: chunk) {
-            let n = min(chunk, targets.count - start)
-            gathered.baseAddress!.update(from: input.baseAddress! + (first + start) * C, count: n * C)
-            normForward(out: normed, statistics: statistics, inp: UnsafeBufferPointer(gathered), weights.outputNorm, rows: n,
+        for start in stride(from: 0, to: scored.count, by: max(1, chunk)) {
+            let part = scored[start..<min(scored.count, start + chunk)]
+            for (r, item) in part.enumerated() {
+                (gathered.baseAddress! + r * C).update(from: input.baseAddress! + (spans[item.entry].first + item.row) * C, count: C)
+            }
+            normForward(out: normed, statistics: statistics, inp: UnsafeBufferPointer(gathered), weights.outputNorm, rows: part.count,
                         config: config, pool: pool)
-            timed(timer) { linearForward(out: logits, inp: UnsafeBufferPointer(normed), weights.output, rows: n, workspace: scratch) }
-            for r in 0..<n {
-                let row = logits.baseAddress! + r * V, target = row[targets[start + r]]
-                result.append(target - sg_softmax_row(InstructionSet.best.rawValue, V, row))
+            timed(timer) {
+                linearForward(out: logits, inp: UnsafeBufferPointer(normed), weights.output, rows: part.count, workspace: scratch)
+            }
+            for (r, item) in part.enumerated() {
+                let row = logits.baseAddress! + r * V, target = row[item.target]
+                isGreedy[item.entry]![item.row] = target >= sg_max(V, row)
+                logProbabilities[item.entry]![item.row] = target - sg_softmax_row(InstructionSet.best.rawValue, V, row)
             }
         }
-        return result
+        return (logProbabilities, isGreedy)
     }
 
     private func timed(_ timer: InferenceWorkspace?, _ body: () -> Void) {

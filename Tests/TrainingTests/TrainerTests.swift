@@ -1,19 +1,11 @@
 import Foundation
+import TestSupport
 import XCTest
 import Kernels
 @testable import Training
 @testable import Transformer
 
-final class TrainerTests: XCTestCase {
-    var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("trainer-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
-
+final class TrainerTests: TemporaryDirectoryTestCase {
     /// Shards of a simple repeating pattern with noise: learnable in a few steps.
     func makeShards() throws -> (train: [TokenShard.Reader], validation: [TokenShard.Reader]) {
         var generator = SplitMix64(seed: 3)

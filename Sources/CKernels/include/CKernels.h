@@ -57,6 +57,9 @@ void sg_exp(int isa, long n, const float *x, float *y);
 /// row's log-sum-exp, taken before the row is overwritten.
 float sg_softmax_row(int isa, long n, float *x);
 
+/// The largest of x[0..<n] (n >= 1).
+float sg_max(long n, const float *x);
+
 /// GELU, tanh form: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))).
 void sg_gelu_forward(int isa, long n, const float *x, float *y);
 

