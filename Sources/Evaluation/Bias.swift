@@ -66,6 +66,8 @@ public struct BiasAudit {
     public let debiasing: SelfDebiasing?
     public var warn: (String) -> Void = { _ in }
     public var skipBad = false
+    /// What follows a BBQ question, before the answers.
+    public var answerCue = "\nAnswer:"
 
     public init(scorer: LoglikelihoodScorer, debiasing: SelfDebiasing? = nil) {
         self.scorer = scorer
@@ -221,7 +223,7 @@ public struct BiasAudit {
         }
         let start = Date()
         let groups = items.map { item in
-            ScoringGroup(context: item.context + " " + item.question + "\nAnswer:", continuations: [" " + item.ans0, " " + item.ans1, " " + item.ans2])
+            ScoringGroup(context: item.context + " " + item.question + answerCue, continuations: [" " + item.ans0, " " + item.ans1, " " + item.ans2])
         }
         let scores = try score(groups, biasTypes: items.map { $0.category ?? "gender" }, progress: progress)
         // Per condition and group: answered, correct, answers that are not "unknown", biased ones.
