@@ -29,7 +29,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         .target(name: "Transformer", dependencies: ["Kernels", "BPE"]),
         .target(name: "Training", dependencies: ["Transformer", "Kernels"]),
-        .target(name: "Generation", dependencies: ["Transformer", "Kernels"]),
+        .target(name: "Generation", dependencies: ["Transformer", "Kernels", "CKernels"]),
         .target(name: "Evaluation", dependencies: ["Transformer", "Generation", "BPE", "Kernels", "CKernels", "CZlib",
                                                 .product(name: "SwiftCSV", package: "SwiftCSV")]),
         .target(name: "Server", dependencies: ["Generation"]),
@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "TransformerTests", dependencies: ["TestSupport", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels"]),
         .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"]),
-        .testTarget(name: "EvaluationTests", dependencies: ["TestSupport", "Evaluation", "Transformer", "BPE"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["TestSupport", "Evaluation", "Generation", "Transformer", "BPE"]),
         .testTarget(name: "ServerTests", dependencies: ["Server"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import SwiftCSV
 
 /// What a bias suite measured: figures overall and per group (bias type, category), each with

@@ -50,6 +50,9 @@ public final class Generator: @unchecked Sendable {
     public let tokenizer: Tokenizer
     /// Ids that end generation (EOS and end-of-turn tokens).
     public var endTokens: Set<Int>
+    /// Samples from self-debiased probabilities when set: the prompt also runs behind each of
+    /// its prefixes, every step one batched forward pass over all of them.
+    public var debiasing: SelfDebiasing?
     /// The sequence's keys and values, kept between calls to reuse its memory.
     private var cache: KVCache?
 
@@ -66,6 +69,7 @@ public final class Generator: @unchecked Sendable {
                          onEvent: (GenerationEvent) -> Bool = { _ in true }) throws -> GenerationResult {
         var sequence = try SequenceState(prompt: prompt, options: options, tokenizer: tokenizer,
                                          contextLength: model.config.contextLength, endTokens: endTokens)
+        if let debiasing { return try generateDebiased(prompt: prompt, sequence: &sequence, debiasing: debiasing, onEvent: onEvent) }
         let capacity = max(sequence.limit, prompt.count + 1)
         if let cache, cache.capacity >= capacity { cache.reset() } else { cache = try KVCache(model, capacity: capacity) }
         let cache = self.cache!
@@ -80,6 +84,44 @@ public final class Generator: @unchecked Sendable {
         }
         return GenerationResult(text: sequence.text, tokens: sequence.tokens, finishReason: sequence.finishReason ?? .length,
                                 promptTokens: prompt.count, promptSeconds: promptSeconds,
+                                generationSeconds: Date().timeIntervalSince(start))
+    }
+
+    /// `generate` sampling from p̃: the plain sequence and one behind each prefix advance
+    /// together, each step one batched forward pass, and the same token joins all of them.
+    private func generateDebiased(prompt: [Int], sequence: inout SequenceState, debiasing: SelfDebiasing,
+                                  onEvent: (GenerationEvent) -> Bool) throws -> GenerationResult {
+        let V = model.config.vocabularySize
+        let prompts = [prompt] + debiasing.prefixes.map { tokenizer.encode($0) + prompt }
+        guard let longest = prompts.map(\.count).max(), longest < model.config.contextLength else {
+            throw ModelError("the prompt behind its debiasing prefix fills the model's context (\(model.config.contextLength) tokens)")
+        }
+        let room = model.config.contextLength - longest
+        let pool = try KVBlockPool(config: model.config, budget: .tokens(prompts.reduce(0) { $0 + $1.count + room + 16 }))
+        let caches = prompts.map { KVCache(pool: pool, capacity: $0.count + room) }
+        let workspace = InferenceWorkspace(pool: model.pool)
+        let rows = UnsafeMutableBufferPointer<Float>.allocate(capacity: prompts.count * V)
+        defer { rows.deallocate() }
+        var inputs = prompts
+        let promptStart = Date()
+        var promptSeconds: Double?, start = Date()
+        while !sequence.isFinished {
+            let result = try model.forward(batch: zip(caches, inputs).map { BatchEntry(cache: $0, tokens: $1) }, workspace: workspace)
+            if promptSeconds == nil {
+                promptSeconds = Date().timeIntervalSince(promptStart)
+                start = Date()
+            }
+            for r in prompts.indices { (rows.baseAddress! + r * V).update(from: result.logits(entry: r).baseAddress!, count: V) }
+            _ = debiasing.reweigh(rows, vocabulary: V)
+            // Log-weights are logits of p̃ (the sampler normalises).
+            for w in 0..<V { rows[w] = log(rows[w]) }
+            if let event = try sequence.advance(UnsafeBufferPointer(rebasing: rows[0..<V])), !onEvent(event) { sequence.finish(.stop) }
+            guard !sequence.isFinished, let next = sequence.tokens.last else { break }
+            if caches.contains(where: { $0.count + 1 > $0.capacity }) { sequence.finish(.length); break }
+            inputs = prompts.map { _ in [next] }
+        }
+        return GenerationResult(text: sequence.text, tokens: sequence.tokens, finishReason: sequence.finishReason ?? .length,
+                                promptTokens: prompt.count, promptSeconds: promptSeconds ?? 0,
                                 generationSeconds: Date().timeIntervalSince(start))
     }
 

@@ -13,6 +13,20 @@ struct SamplingArguments: ParsableArguments {
     @Option(help: "Random seed (same seed, same output).") var seed: UInt64 = 0
     @Option(name: .long, parsing: .upToNextOption, help: "Stop where this text appears (repeatable).") var stop: [String] = []
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "Self-debiasing (Schick et al. 2021) against a bias type: race, gender, religion, socioeconomic, nationality, ... or all.")
+    var debias: String?
+    @Option(help: "Self-debiasing's decay constant lambda.") var debiasDecay: Float = 50
+
+    /// A generator for the model, self-debiasing with --debias.
+    func generator(_ loaded: ModelLoader.Loaded) throws -> Generator {
+        guard debiasDecay > 0 else { throw ValidationError("--debias-decay must be positive") }
+        if let debias, debias != "all", !SelfDebiasing.biasTypes.contains(debias.lowercased()) {
+            throw ValidationError("--debias \(debias): not one of all, \(SelfDebiasing.biasTypes.joined(separator: ", "))")
+        }
+        let generator = Generator(model: loaded.model, tokenizer: loaded.tokenizer)
+        generator.debiasing = debias.map { SelfDebiasing(prefixes: SelfDebiasing.prefixes(for: $0 == "all" ? nil : $0), decay: debiasDecay) }
+        return generator
+    }
 
     func options() throws -> GenerationOptions {
         var sampling = SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
@@ -40,8 +54,8 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         let options = try sampling.options()
         let loaded = try ModelLoader.load(path: model, pool: sampling.pool)
-        let (model, tokenizer) = (loaded.model, loaded.tokenizer)
-        let generator = Generator(model: model, tokenizer: tokenizer)
+        let tokenizer = loaded.tokenizer
+        let generator = try sampling.generator(loaded)
         let ids = tokenizer.encode(prompt, allowedSpecial: .all)
         let result = try generator.generate(prompt: ids, options: options) { event in
             FileHandle.standardOutput.write(Data(event.text.utf8))
@@ -76,7 +90,7 @@ struct ChatCommand: ParsableCommand {
             throw ValidationError("the model has no chat template SwiftGPT recognises (ChatML, Llama 3, Zephyr); use gpt generate")
         }
         if let end = template.endOfTurn { options.stop.append(end) }
-        let generator = Generator(model: model, tokenizer: tokenizer)
+        let generator = try sampling.generator(loaded)
         var messages: [ChatTemplate.Message] = system.map { [.init(role: "system", content: $0)] } ?? []
         let interactive = isatty(STDIN_FILENO) != 0
         while true {

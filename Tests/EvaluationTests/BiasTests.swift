@@ -1,5 +1,6 @@
 import BPE
 import Foundation
+import Generation
 import TestSupport
 import XCTest
 @testable import Evaluation
