@@ -6,6 +6,8 @@ import Transformer
 /// - `rolling` (lm-evaluation-harness's `loglikelihood_rolling`): every token is predicted
 ///   exactly once, the first from the end-of-text token alone, each later window of up to
 ///   `window` predicted tokens conditioned on as much preceding text as fits in the window.
+///   With a `stride` below the window, windows overlap (Hugging Face's strided perplexity):
+///   each predicts the next `stride` tokens with up to `window - stride` tokens of context more.
 /// - `windows(size:scoreFrom:)` (llama.cpp's `llama-perplexity`): non-overlapping windows of
 ///   `size` tokens from token 0 with no BOS added; in each, only positions `scoreFrom`..<size-1
 ///   predict (the second half of each window with the usual `size/2`).
@@ -17,7 +19,7 @@ import Transformer
 ///     score.perplexity
 public enum Perplexity {
     public enum Rule: Sendable, Equatable {
-        case rolling(window: Int, prefixToken: Int)
+        case rolling(window: Int, stride: Int? = nil, prefixToken: Int)
         case windows(size: Int, scoreFrom: Int)
     }
 
@@ -31,15 +33,17 @@ public enum Perplexity {
 
     static func windows(_ ids: [Int], rule: Rule) throws -> [Window] {
         switch rule {
-        case .rolling(let size, let prefix):
+        case .rolling(let size, let strideOption, let prefix):
+            let step = strideOption ?? size
             guard size >= 1 else { throw ModelError("the window must be at least 1 token, got \(size)") }
+            guard step >= 1, step <= size else { throw ModelError("the stride must be 1...\(size) tokens (the window), got \(step)") }
             // Predict ids[start..<end] from the `size` tokens ending just before `end - 1`.
             // full[p] predicts ids[p]: the prefix token predicts the first.
             let full = [prefix] + ids
             var result: [Window] = []
             var start = 0
             while start < ids.count {
-                let end = min(ids.count, start + size)
+                let end = min(ids.count, start + step)
                 let tokens = Array(full[max(0, end - size)..<end]), targets = Array(ids[max(0, end - size)..<end])
                 result.append(Window(tokens: tokens, targets: targets, from: tokens.count - (end - start)))
                 start = end

@@ -18,7 +18,8 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Report malformed task lines and go on (otherwise the first stops the run).") var skipBad = false
     @Option(help: "The UTF-8 text whose perplexity to measure.") var text: String?
     @Option(help: "Tokens per window (default: the model's context, at most 2048).") var window: Int?
-    @Option(help: "Tokens between window starts; with --score-from it must equal --window (llama.cpp's rule).") var stride: Int?
+    @Option(help: "Tokens between window starts (default: the window); below it, windows overlap and each token sees more context.")
+    var stride: Int?
     @Option(help: "llama.cpp's rule: non-overlapping windows, only positions F..W-2 predict (e.g. --window 512 --score-from 256).")
     var scoreFrom: Int?
     @Option(help: "Perplexity: windows per batched step.") var batch = 4
@@ -28,7 +29,8 @@ struct EvalCommand: ParsableCommand {
     func validate() throws {
         guard (task == nil) != (text == nil) else { throw ValidationError("give one of --task FILE or --text FILE") }
         if let window, window < 2 { throw ValidationError("--window must be at least 2") }
-        if let stride, stride != (window ?? stride) { throw ValidationError("--stride other than --window is not supported; windows do not overlap") }
+        if let stride, stride < 1 || stride > (window ?? stride) { throw ValidationError("--stride must be between 1 and --window") }
+        if let stride, scoreFrom != nil, stride != window { throw ValidationError("llama.cpp's rule (--score-from) has non-overlapping windows: --stride must equal --window") }
         if let scoreFrom, scoreFrom < 0 { throw ValidationError("--score-from must be >= 0") }
         if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
@@ -83,7 +85,7 @@ struct EvalCommand: ParsableCommand {
         let ids = loaded.tokenizer.encode(content)
         let size = window ?? min(loaded.model.config.contextLength, 2048)
         let rule: Perplexity.Rule = scoreFrom.map { .windows(size: size, scoreFrom: $0) }
-            ?? .rolling(window: size, prefixToken: loaded.tokenizer.endOfTextToken ?? 0)
+            ?? .rolling(window: size, stride: stride, prefixToken: loaded.tokenizer.endOfTextToken ?? 0)
         let start = Date()
         let bar = ProgressBar(unit: "windows")
         let result = try Perplexity.evaluate(loaded.model, tokens: ids, rule: rule, batch: batch) { bar.update(done: $0, total: $1) }
@@ -107,6 +109,7 @@ struct EvalCommand: ParsableCommand {
         object["rule"] = scoreFrom == nil ? "rolling (lm-eval)" : "windows (llama.cpp)"
         object["window"] = size
         if let scoreFrom { object["score_from"] = scoreFrom }
+        if let stride { object["stride"] = stride }
         return object
     }
 

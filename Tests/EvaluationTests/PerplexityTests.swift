@@ -16,6 +16,16 @@ final class PerplexityTests: XCTestCase {
             .init(tokens: [13, 14, 15, 16], targets: [14, 15, 16, 17], from: 0),
             .init(tokens: [15, 16, 17, 18], targets: [16, 17, 18, 19], from: 2),
         ])
+        // Strided (Hugging Face): windows of 4 advancing by 2, each predicting its last 2 tokens.
+        let strided = try Perplexity.windows(ids, rule: .rolling(window: 4, stride: 2, prefixToken: 0))
+        XCTAssertEqual(strided, [
+            .init(tokens: [0, 10], targets: [10, 11], from: 0),
+            .init(tokens: [0, 10, 11, 12], targets: [10, 11, 12, 13], from: 2),
+            .init(tokens: [11, 12, 13, 14], targets: [12, 13, 14, 15], from: 2),
+            .init(tokens: [13, 14, 15, 16], targets: [14, 15, 16, 17], from: 2),
+            .init(tokens: [15, 16, 17, 18], targets: [16, 17, 18, 19], from: 2),
+        ])
+        XCTAssertThrowsError(try Perplexity.windows(ids, rule: .rolling(window: 4, stride: 5, prefixToken: 0)))
         // llama.cpp: non-overlapping windows of 4 from token 0, positions 2..2 predict.
         let windows = try Perplexity.windows(ids, rule: .windows(size: 4, scoreFrom: 2))
         XCTAssertEqual(windows, [
