@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""SwiftGPT against llama.cpp (through llama-cpp-python) on the same GGUF file, run from the repo
-root after `swift build -c release`:
+"""SwiftGPT against llama.cpp on the same GGUF file, run from the repo root after
+`swift build -c release`.
+
+Speed, like for like per instruction set (llama.cpp's own llama-bench, built from the
+llama-cpp-python sdist into the cache; the AVX2 build has AVX-512 off, and SwiftGPT runs with
+SWIFTGPT_ISA=avx2 beside it, so AVX2 ratios can be measured on any x86 machine):
+
+    scripts/build-llama-cpp.sh native llama-bench && scripts/build-llama-cpp.sh avx2 llama-bench
+    python3 scripts/compare-llama-cpp.py --speed native,avx2 [--model PATH] [--threads 1,2]
+
+Fidelity, through llama-cpp-python (for each prompt: whether both tokenise it to the same ids,
+the KL divergence between the two last-position distributions and whether their top-1 agrees):
 
     CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36   # compiles llama.cpp
     python3 scripts/compare-llama-cpp.py [--model PATH] [--threads 1,2]
-
-Reports, for each prompt: whether both tokenise it to the same ids, the KL divergence between the
-two last-position distributions and whether their top-1 agrees; then prompt processing (512
-tokens) and generation (128 tokens) speed of llama.cpp and of SwiftGPT (gpt-bench generate).
 """
 import argparse
 import json
@@ -17,7 +23,6 @@ import tempfile
 import time
 
 import numpy as np
-from llama_cpp import Llama
 
 PROMPTS = [
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -39,7 +44,13 @@ def main():
     parser.add_argument("--model", default=default)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--tokenizer-only", action="store_true")
+    parser.add_argument("--speed", help="llama-bench builds to compare speed with (native, avx2), comma-separated")
     args = parser.parse_args()
+    if args.speed:
+        for variant in args.speed.split(","):
+            compare_speed(variant, args.model, args.threads)
+        return
+    from llama_cpp import Llama
     llm = Llama(model_path=args.model, n_ctx=1024, n_threads=2, n_batch=512, logits_all=True, verbose=False)
     for text in PROMPTS:
         theirs = llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -75,6 +86,31 @@ def main():
             tg.append(128 / (time.perf_counter() - start))
         print(json.dumps({"engine": "llama.cpp", "threads": threads, "pp512": round(sorted(pp)[1], 1), "tg128": round(sorted(tg)[1], 1)}))
     subprocess.run([".build/release/gpt-bench", "generate", "--model", args.model, "--threads", args.threads, "--json"], check=True)
+
+
+def compare_speed(variant, model, threads):
+    """pp512 and tg128 of llama-bench (median of 3) and gpt-bench generate, per thread count, on one ISA."""
+    cache = os.environ.get("SWIFTGPT_CACHE", os.path.expanduser("~/.cache/swiftgpt"))
+    bench = os.path.join(cache, f"llama.cpp/build-{variant}/bin/llama-bench")
+    if not os.path.exists(bench):
+        raise SystemExit(f"{bench} is missing: run scripts/build-llama-cpp.sh {variant} llama-bench")
+    theirs = json.loads(subprocess.run([bench, "-m", model, "-p", "512", "-n", "128", "-t", threads, "-r", "3", "-o", "json"],
+                                       check=True, capture_output=True, text=True).stdout)
+    env = dict(os.environ, SWIFTGPT_ISA="avx2" if variant == "avx2" else os.environ.get("SWIFTGPT_ISA", ""))
+    ours = [json.loads(line) for line in subprocess.run(
+        [".build/release/gpt-bench", "generate", "--model", model, "--threads", threads, "--batch", "1", "--json"],
+        check=True, capture_output=True, text=True, env=env).stdout.splitlines() if '"bench":"generate"' in line.replace(" ", "")]
+    for t in map(int, threads.split(",")):
+        row = {"variant": variant, "threads": t}
+        for test in theirs:
+            if test["n_threads"] == t:
+                key = "pp512" if test["n_prompt"] else "tg128"
+                row["llama_cpp_" + key] = round(test["avg_ts"], 1)
+        mine = next(o for o in ours if o["threads"] == t)
+        row.update(swiftgpt_isa=mine["isa"], swiftgpt_pp512=round(mine["pp_tokens_per_sec"], 1), swiftgpt_tg128=round(mine["tg_tokens_per_sec"], 1))
+        row["pp512_ratio"] = round(row["swiftgpt_pp512"] / row["llama_cpp_pp512"], 2)
+        row["tg128_ratio"] = round(row["swiftgpt_tg128"] / row["llama_cpp_tg128"], 2)
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":
