@@ -76,32 +76,34 @@ public struct LoglikelihoodScorer {
     /// Scores every group's continuations, in order. `progress` hears (groups done, groups).
     public func score(_ groups: [ScoringGroup], progress: ((Int, Int) -> Void)? = nil) throws -> [[ContinuationScore]] {
         let plans = groups.map(plan)
-        var results: [[ContinuationScore]] = groups.map { _ in [] }
-        let workspace = InferenceWorkspace(pool: model.pool)
-        // Room for one step's sequences with a partly filled block each, twice over.
-        let budget = 2 * (stepTokens + window + 1) + 64 * 4 * 16
-        let pool = try KVBlockPool(config: model.config, budget: .tokens(budget))
+        // Steps of whole groups, each about stepTokens tokens (at least one group), and the KV
+        // positions each needs: its tokens plus a partly filled block per sequence.
+        var steps: [Range<Int>] = [], largest = 0
         var next = 0
         while next < plans.count {
-            // Groups for this step, until it holds about stepTokens tokens (at least one group).
-            var end = next, tokens = 0, sequences = 0
+            var end = next, positions = 0
             while end < plans.count {
-                let t = plans[end].reduce(0) { $0 + $1.tokenCount }, s = plans[end].reduce(0) { $0 + $1.sequences.count }
-                if end > next, tokens + t + 16 * (sequences + s) > stepTokens { break }
-                tokens += t
-                sequences += s
+                let cost = plans[end].reduce(0) { $0 + $1.tokenCount + 16 * $1.sequences.count }
+                if end > next, positions + cost > stepTokens { break }
+                positions += cost
                 end += 1
             }
-            let step = plans[next..<end].flatMap { $0 }
-            let scored = try run(step, pool: pool, workspace: workspace)
+            steps.append(next..<end)
+            largest = max(largest, positions)
+            next = end
+        }
+        let pool = try KVBlockPool(config: model.config, budget: .tokens(largest + 64))
+        let workspace = InferenceWorkspace(pool: model.pool)
+        var results: [[ContinuationScore]] = groups.map { _ in [] }
+        for step in steps {
+            let scored = try run(plans[step].flatMap { $0 }, pool: pool, workspace: workspace)
             var index = 0
-            for group in next..<end {
+            for group in step {
                 let count = plans[group].reduce(0) { $0 + $1.sequences.count }
                 results[group] = Array(scored[index..<(index + count)])
                 index += count
             }
-            next = end
-            progress?(next, plans.count)
+            progress?(step.upperBound, plans.count)
         }
         return results
     }

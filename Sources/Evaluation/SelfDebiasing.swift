@@ -12,7 +12,6 @@ extension SelfDebiasing {
                       progress: ((Int, Int) -> Void)? = nil) throws -> [[ContinuationScore]] {
         let model = scorer.model, V = model.config.vocabularySize
         let workspace = InferenceWorkspace(pool: model.pool)
-        let pool = try KVBlockPool(config: model.config, budget: .tokens(4 * (scorer.stepTokens + scorer.window + 1)))
         var results: [[ContinuationScore]] = groups.map { _ in [] }
         // One job per continuation: its plain tokens, scored from where its context ends.
         var jobs: [(group: Int, tokens: [Int], contextLength: Int, prefixes: [[Int]])] = []
@@ -25,16 +24,21 @@ extension SelfDebiasing {
             }
         }
         let rowBudget = 256
+        // The KV positions of the largest step: every copy's tokens and a partly filled block each.
+        let positions = jobs.map { job in job.prefixes.reduce(job.tokens.count + 16) { $0 + $1.count + job.tokens.count + 16 } }
+        let positionBudget = max(4096, positions.max() ?? 0)
+        let pool = try KVBlockPool(config: model.config, budget: .tokens(positionBudget))
         let largest = jobs.map { 1 + $0.prefixes.count }.max() ?? 1
         let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: largest * V)
         defer { scratch.deallocate() }
         var next = 0
         while next < jobs.count {
-            var end = next, rows = 0
+            var end = next, rows = 0, used = 0
             while end < jobs.count {
                 let job = jobs[end], r = (job.tokens.count - job.contextLength) * (1 + job.prefixes.count)
-                if end > next, rows + r > rowBudget { break }
+                if end > next, rows + r > rowBudget || used + positions[end] > positionBudget { break }
                 rows += r
+                used += positions[end]
                 end += 1
             }
             var entries: [BatchEntry] = []
