@@ -74,6 +74,8 @@ public final class BatchScheduler {
     /// Sequences in the batch, and requests waiting to join it.
     public var activeCount: Int { active.count }
     public var waitingCount: Int { waiting.count }
+    /// Sequences that ran in the last step (decoding ones and prompt chunks).
+    public private(set) var lastStepSize = 0
 
     /// Queues a request; it joins the batch at the next step with room for it. Throws for a bad
     /// request (empty prompt, bad sampling values, a prompt past the context, or one the KV
@@ -111,6 +113,7 @@ public final class BatchScheduler {
         waiting.removeAll { cancelled.contains($0.id) }
         cancelled.removeAll()
         admit()
+        lastStepSize = 0
         guard !active.isEmpty else { return finished }
 
         // Every decoding sequence advances; prompts fill the rest of the chunk budget in order.
@@ -133,6 +136,7 @@ public final class BatchScheduler {
             }
             members.append(request)
         }
+        lastStepSize = entries.count
         guard !entries.isEmpty else { return finished }
         let result = try model.forward(batch: entries, workspace: workspace)
         for (index, request) in members.enumerated() where !result.ranges[index].isEmpty {
