@@ -63,6 +63,8 @@ let package = Package(
         .executableTarget(name: "gpt-bench", dependencies: [
             "SwiftGPT", "CommandSupport", "ServerHTTP",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Helpers the test targets share (running the Python references, the PyTorch fixtures).
