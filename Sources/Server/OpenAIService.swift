@@ -48,31 +48,35 @@ public final class OpenAIService: Sendable {
             throw APIError.invalidRequest("Invalid 'logprobs': \(alternatives) is outside [0, 20].", param: "logprobs")
         }
         let echo = request.echo ?? false
-        if echo && request.logprobs != nil {
-            throw APIError.invalidRequest("'echo' with 'logprobs' (scoring the prompt) is not supported.", param: "echo")
-        }
+        let wantLogprobs = request.logprobs != nil
         let maxTokens = request.maxTokens ?? 16
         let n = try request.sampling.choiceCount(limit: sequenceLimit)
-        let base = try request.sampling.options(maxTokens: maxTokens, alternatives: alternatives,
+        var base = try request.sampling.options(maxTokens: maxTokens, alternatives: alternatives,
                                                 vocabularySize: engine.model.config.vocabularySize)
+        // echo with logprobs scores the prompt too (its first token has no log-probability).
+        base.promptLogprobs = echo && wantLogprobs
         guard prompts.count * n <= sequenceLimit else {
             throw APIError.invalidRequest("\(prompts.count) prompts × n = \(n) exceed the \(sequenceLimit) sequences this server holds.",
                                           param: "n")
         }
         let jobs = try submit(prompts: prompts, n: n, options: base, param: "max_tokens")
         let id = "cmpl-" + Self.randomID()
-        let wantLogprobs = request.logprobs != nil
         var echoed = prompts.map { _ in "" }
         if echo { for (i, prompt) in prompts.enumerated() { echoed[i] = try decode(prompt) } }
         let prefixes = echoed
 
         if request.sampling.stream ?? false {
             let includeUsage = request.sampling.streamOptions?.includeUsage ?? false
-            return .events(stream(jobs, includeUsage: includeUsage, promptTokens: prompts.map(\.count)) { [self] job, event in
-                // A chunk per token that shows text (or carries log-probabilities), one with the finish reason.
+            return .events(stream(jobs, includeUsage: includeUsage, promptTokens: prompts.map(\.count),
+                                  scoresPrompt: base.promptLogprobs) { [self] job, event in
+                // The echoed prompt first (with its scores once the prompt is in), a chunk per token
+                // that shows text (or carries log-probabilities), one with the finish reason.
                 switch event {
                 case .start:
-                    return prefixes[job.prompt].isEmpty ? nil : completionChunk(id, job.choice, prefixes[job.prompt], nil, nil)
+                    let echoNow = echo && !wantLogprobs && !prefixes[job.prompt].isEmpty
+                    return echoNow ? completionChunk(id, job.choice, prefixes[job.prompt], nil, nil) : nil
+                case .prompt(let scores):
+                    return completionChunk(id, job.choice, prefixes[job.prompt], promptLogprobs(prompts[job.prompt], scores), nil)
                 case .token(let token):
                     guard !token.text.isEmpty || wantLogprobs else { return nil }
                     let logprobs = wantLogprobs ? completionLogprobs([token.token], texts: [token.text], start: 0) : nil
@@ -88,7 +92,11 @@ public final class OpenAIService: Sendable {
         var choices: [CompletionChoice] = []
         for (job, output) in zip(jobs, outputs) {
             let prefix = prefixes[job.prompt]
-            let logprobs = wantLogprobs ? completionLogprobs(output.tokens, texts: output.texts, start: prefix.count) : nil
+            var logprobs = wantLogprobs ? completionLogprobs(output.tokens, texts: output.texts, start: prefix.count) : nil
+            if let generated = logprobs, base.promptLogprobs {
+                logprobs = promptLogprobs(prompts[job.prompt], output.result.promptLogprobs)
+                logprobs?.append(generated)
+            }
             choices.append(CompletionChoice(index: job.choice, text: prefix + output.result.text, logprobs: logprobs,
                                             finishReason: output.result.finishReason.rawValue))
         }
@@ -128,8 +136,10 @@ public final class OpenAIService: Sendable {
 
         if request.sampling.stream ?? false {
             let includeUsage = request.sampling.streamOptions?.includeUsage ?? false
-            return .events(stream(jobs, includeUsage: includeUsage, promptTokens: [prompt.count]) { [self] job, event in
+            return .events(stream(jobs, includeUsage: includeUsage, promptTokens: [prompt.count], scoresPrompt: false) { [self] job, event in
                 switch event {
+                case .prompt:
+                    return nil
                 case .start:
                     return chatChunk(id, ChatChoice(index: job.choice, delta: ChatDelta(role: "assistant", content: "")))
                 case .token(let token):
@@ -258,8 +268,9 @@ public final class OpenAIService: Sendable {
                 switch error {
                 case .full: throw APIError.rateLimited
                 case .stopping: throw APIError.unavailable
-                case .tooLong(let why): throw APIError.invalidRequest("This model's maximum context length is \(engine.contextLength) tokens: \(why) "
-                                              + "(\(prompt.count) in the prompt, \(options.maxTokens) for the completion).", param: param)
+                case .tooLong(let why):
+                    throw APIError.invalidRequest("\(why) (\(prompt.count) in the prompt, \(options.maxTokens) for the completion).",
+                                                  param: param)
                 }
             }
             jobs += streams.enumerated().map { Job(prompt: p, choice: p * n + $0.offset, stream: $0.element) }
@@ -303,6 +314,8 @@ public final class OpenAIService: Sendable {
 
     enum StreamEvent {
         case start
+        /// The scored prompt (echo with logprobs), before the first token.
+        case prompt([SampledToken])
         case token(GenerationEvent)
         case end(String)
     }
@@ -310,7 +323,7 @@ public final class OpenAIService: Sendable {
     /// Server-sent events for every job, interleaved as tokens come: `chunk` makes a job's
     /// frames (nil: none for this event), `usage` the closing usage frame, then `[DONE]`. The
     /// consumer going away cancels every sequence.
-    private func stream<Chunk: Encodable & Sendable>(_ jobs: [Job], includeUsage: Bool, promptTokens: [Int],
+    private func stream<Chunk: Encodable & Sendable>(_ jobs: [Job], includeUsage: Bool, promptTokens: [Int], scoresPrompt: Bool,
                                           chunk: @escaping @Sendable (Job, StreamEvent) -> Chunk?,
                                           usage: @escaping @Sendable (Usage) -> Chunk) -> AsyncStream<String> {
         let (frames, continuation) = AsyncStream<String>.makeStream()
@@ -322,11 +335,17 @@ public final class OpenAIService: Sendable {
                             if let frame = chunk(job, event) { continuation.yield(Self.frame(frame)) }
                         }
                         send(.start)
+                        var promptSent = false
                         for await event in job.stream {
                             switch event {
                             case .token(let token):
+                                if let scores = token.promptLogprobs {
+                                    send(.prompt(scores))
+                                    promptSent = true
+                                }
                                 send(.token(token))
                             case .finished(let result):
+                                if scoresPrompt && !promptSent { send(.prompt(result.promptLogprobs)) }
                                 send(.end(result.finishReason.rawValue))
                                 return result.tokens.count
                             case .failed(let message):
@@ -374,6 +393,14 @@ public final class OpenAIService: Sendable {
             logprobs.textOffset.append(offset)
             offset += text.count
         }
+        return logprobs
+    }
+
+    /// The echoed prompt's log-probabilities: its first token has none (nothing precedes it).
+    private func promptLogprobs(_ prompt: [Int], _ scores: [SampledToken]) -> CompletionLogprobs {
+        let first = tokenText(prompt[0])
+        var logprobs = CompletionLogprobs(tokens: [first], tokenLogprobs: [nil], topLogprobs: [nil], textOffset: [0])
+        logprobs.append(completionLogprobs(scores, texts: scores.map { tokenText($0.id) }, start: first.count))
         return logprobs
     }
 

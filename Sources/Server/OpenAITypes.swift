@@ -227,6 +227,21 @@ public struct CompletionLogprobs: Codable, Sendable, Equatable {
     public var topLogprobs: [[String: Float]?] = []
     public var textOffset: [Int] = []
 
+    public init(tokens: [String] = [], tokenLogprobs: [Float?] = [], topLogprobs: [[String: Float]?] = [], textOffset: [Int] = []) {
+        self.tokens = tokens
+        self.tokenLogprobs = tokenLogprobs
+        self.topLogprobs = topLogprobs
+        self.textOffset = textOffset
+    }
+
+    /// `other`'s tokens after these.
+    public mutating func append(_ other: CompletionLogprobs) {
+        tokens += other.tokens
+        tokenLogprobs += other.tokenLogprobs
+        topLogprobs += other.topLogprobs
+        textOffset += other.textOffset
+    }
+
     enum CodingKeys: String, CodingKey {
         case tokens, tokenLogprobs = "token_logprobs", topLogprobs = "top_logprobs", textOffset = "text_offset"
     }

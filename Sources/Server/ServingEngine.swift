@@ -64,11 +64,12 @@ public final class ServingEngine: @unchecked Sendable {
     public let kvCapacity: Int
     private let metrics: ServerMetrics?
 
+    /// The sequences of one request (n completions of one prompt), joining together.
     private struct Submission {
-        let ticket: Int
+        let tickets: [Int]
         let prompt: [Int]
-        let options: GenerationOptions
-        let continuation: AsyncStream<Event>.Continuation
+        let options: [GenerationOptions]
+        let continuations: [AsyncStream<Event>.Continuation]
         let submitted: ContinuousClock.Instant
     }
 
@@ -139,29 +140,31 @@ public final class ServingEngine: @unchecked Sendable {
         for option in options {
             let positions = prompt.count + option.maxTokens
             if prompt.count >= contextLength || positions > contextLength {
-                throw .tooLong("the prompt and the completion need \(positions) positions; the context holds \(contextLength)")
+                throw .tooLong("This model's maximum context length is \(contextLength) tokens; the request needs \(positions)")
             }
             if positions > kvCapacity {
-                throw .tooLong("the request needs \(positions) positions; the KV budget holds \(kvCapacity)")
+                throw .tooLong("The server's KV cache holds \(kvCapacity) positions; the request needs \(positions)")
             }
         }
-        var streams: [AsyncStream<Event>] = []
+        var streams: [AsyncStream<Event>] = [], continuations: [AsyncStream<Event>.Continuation] = [], tickets: [Int] = []
         condition.lock()
         defer { condition.unlock() }
         guard !stopping else { throw .stopping }
         guard outstanding + options.count <= limits.maxBatch + limits.maxQueue else { throw .full }
         outstanding += options.count
-        for option in options {
+        for _ in options {
             let ticket = nextTicket
             nextTicket += 1
             let (stream, continuation) = AsyncStream<Event>.makeStream()
             continuation.onTermination = { [weak self] reason in
                 if case .cancelled = reason { self?.cancel(ticket) }
             }
-            incoming.append(Submission(ticket: ticket, prompt: prompt, options: option, continuation: continuation,
-                                       submitted: .now))
+            tickets.append(ticket)
             streams.append(stream)
+            continuations.append(continuation)
         }
+        incoming.append(Submission(tickets: tickets, prompt: prompt, options: options, continuations: continuations,
+                                   submitted: .now))
         condition.signal()
         return streams
     }
@@ -239,16 +242,21 @@ public final class ServingEngine: @unchecked Sendable {
 
     private func admit(_ submission: Submission) {
         do {
-            let id = try scheduler.submit(prompt: submission.prompt, options: submission.options) { [unowned self] event in
-                deliver(event, ticket: submission.ticket)
+            let choices = zip(submission.options, submission.tickets).map { options, ticket in
+                (options: options, onEvent: { [unowned self] (event: GenerationEvent) in deliver(event, ticket: ticket) })
             }
-            running[id] = Running(ticket: submission.ticket, continuation: submission.continuation, submitted: submission.submitted)
-            schedulerIDs[submission.ticket] = id
+            let ids = try scheduler.submit(prompt: submission.prompt, choices: choices)
+            for (id, (ticket, continuation)) in zip(ids, zip(submission.tickets, submission.continuations)) {
+                running[id] = Running(ticket: ticket, continuation: continuation, submitted: submission.submitted)
+                schedulerIDs[ticket] = id
+            }
             metrics?.promptTokens.increment(by: Int64(submission.prompt.count))
         } catch {
-            submission.continuation.yield(.failed("\(error)"))
-            submission.continuation.finish()
-            condition.withLock { outstanding -= 1 }
+            for continuation in submission.continuations {
+                continuation.yield(.failed("\(error)"))
+                continuation.finish()
+            }
+            condition.withLock { outstanding -= submission.continuations.count }
         }
     }
 
@@ -269,10 +277,11 @@ public final class ServingEngine: @unchecked Sendable {
     private func finish(id: Int, with event: Event) {
         guard let sequence = running.removeValue(forKey: id) else { return }
         schedulerIDs[sequence.ticket] = nil
-        sequence.continuation.yield(event)
-        sequence.continuation.finish()
+        // Counted before the caller hears of the end, so that what it reads next includes it.
         metrics?.latency.recordNanoseconds(Self.nanoseconds(.now - sequence.submitted))
         condition.withLock { outstanding -= 1 }
+        sequence.continuation.yield(event)
+        sequence.continuation.finish()
     }
 
     private func publishCounts() {

@@ -177,6 +177,13 @@ struct LoadClient: Sendable {
     let bias: [String: Int]
     let maxTokens: Int
 
+    /// Room for every client's connection at once (async-http-client's default is 8 per host).
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     struct Percentiles {
         var p50: Double, p99: Double
         init(_ values: [Double]) {
@@ -226,7 +233,7 @@ struct LoadClient: Sendable {
         let body: [String: Any] = ["prompt": prompt, "max_tokens": maxTokens, "temperature": 0.7, "seed": 1, "stream": true,
                                    "stream_options": ["include_usage": true], "logit_bias": bias]
         let start = ContinuousClock.now
-        let response = try await HTTPClient.shared.execute(request("/v1/completions", body: try JSONSerialization.data(withJSONObject: body)),
+        let response = try await Self.client.execute(request("/v1/completions", body: try JSONSerialization.data(withJSONObject: body)),
                                                            timeout: .seconds(600))
         guard response.status == .ok else { throw ValidationError("status \(response.status.code)") }
         var text = "", ttft: Double?
@@ -247,7 +254,7 @@ struct LoadClient: Sendable {
     /// The status a request got; -1 when the connection failed before an answer.
     func send(_ item: MixedCase) async -> Int {
         do {
-            let response = try await HTTPClient.shared.execute(request(item.path, body: Data(item.body.utf8)), timeout: .seconds(600))
+            let response = try await Self.client.execute(request(item.path, body: Data(item.body.utf8)), timeout: .seconds(600))
             for try await _ in response.body {}
             return Int(response.status.code)
         } catch {
@@ -258,7 +265,7 @@ struct LoadClient: Sendable {
     func status(of path: String) async throws -> Int {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         request.method = .GET
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let response = try await Self.client.execute(request, timeout: .seconds(30))
         for try await _ in response.body {}
         return Int(response.status.code)
     }

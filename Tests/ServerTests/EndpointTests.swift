@@ -3,6 +3,7 @@ import BPE
 import Foundation
 import NIOHTTP1
 import Server
+import Transformer
 import XCTest
 
 /// Every endpoint through a real HTTP client against a server on loopback, serving a tiny
@@ -137,6 +138,35 @@ final class EndpointTests: XCTestCase {
         let continuation = try await greedyText("the quick", 3, harness)
         XCTAssertEqual(echoedText, "the quick" + continuation)
 
+        // echo with logprobs scores the prompt under the model's own distribution: the first
+        // token has none, each other one log p(token | the tokens before it), as the model says.
+        let tokenizer = TinyModel.shared.tokenizer, model = TinyModel.shared.model
+        let prompt = tokenizer.encode("the quick brown")
+        let scoring = try await harness.post("/v1/completions", ["prompt": prompt, "max_tokens": 0, "echo": true, "logprobs": 1])
+        XCTAssertEqual(scoring.status, 200, scoring.text)
+        let scoredPrompt = try XCTUnwrap(((scoring.json["choices"] as? [[String: Any]])?.first?["logprobs"]) as? [String: Any])
+        let promptValues = try XCTUnwrap(scoredPrompt["token_logprobs"] as? [Any])
+        XCTAssertEqual(promptValues.count, prompt.count)
+        XCTAssertTrue(promptValues[0] is NSNull)
+        for i in 1..<prompt.count {
+            let logits = try model.forward(Array(prompt[..<i]), cache: try KVCache(model, capacity: 16))
+            let largest = logits.max()!
+            let expected = logits[prompt[i]] - largest - log(logits.reduce(0) { $0 + exp($1 - largest) })
+            XCTAssertEqual(promptValues[i] as? Double ?? 1, Double(expected), accuracy: 1e-4, "prompt token \(i)")
+        }
+        XCTAssertEqual((scoredPrompt["tokens"] as? [String])?.joined(), "the quick brown")
+        XCTAssertEqual((scoring.json["choices"] as? [[String: Any]])?.first?["text"] as? String, "the quick brown")
+        var streamedScoring: [String: Any] = ["prompt": prompt, "max_tokens": 2, "echo": true, "logprobs": 1, "temperature": 0,
+                                              "stream": true, "logit_bias": endTokenBias]
+        let scoredEvents = try await harness.events("/v1/completions", streamedScoring)
+        let firstChunk = ServerHarness.object(scoredEvents.payloads[0])
+        let firstLogprobs = ((firstChunk["choices"] as? [[String: Any]])?.first?["logprobs"]) as? [String: Any]
+        XCTAssertEqual((firstLogprobs?["token_logprobs"] as? [Any])?.count, prompt.count, "the echoed prompt comes first, scored")
+        streamedScoring["stream"] = false
+        let wholeScoring = try await harness.post("/v1/completions", streamedScoring)
+        XCTAssertEqual(ServerHarness.streamedText(scoredEvents.payloads),
+                       (wholeScoring.json["choices"] as? [[String: Any]])?.first?["text"] as? String)
+
         // A stop sequence cuts the text where it first appears, and is not returned.
         let free = try await greedyText("the quick", 12, harness)
         let middle = free.index(free.startIndex, offsetBy: free.count / 2)
@@ -148,7 +178,6 @@ final class EndpointTests: XCTestCase {
         XCTAssertEqual(stoppedChoice["finish_reason"] as? String, "stop")
 
         // A large frequency penalty never repeats a token; greedy decoding of a random model does.
-        let tokenizer = TinyModel.shared.tokenizer
         let repeated = tokenizer.encode(try await greedyText("the", 40, harness))
         XCTAssertLessThan(Set(repeated).count, repeated.count, "greedy repeats itself")
         let penalised = try await harness.post("/v1/completions", ["prompt": "the", "max_tokens": 20, "temperature": 0,

@@ -48,6 +48,13 @@ final class ServerHarness: @unchecked Sendable {
     let apiKey: String?
     private let task: Task<Void, Error>
 
+    /// Room for many connections at once (async-http-client's default is 8 per host).
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     init(limits: ServingEngine.Limits = .init(maxBatch: 16, maxQueue: 32, chunkTokens: 64), apiKey: String? = nil,
          maxBodyBytes: Int = 1 << 20, gracePeriod: Duration = .seconds(30),
          model: (model: LanguageModel, tokenizer: Tokenizer, template: ChatTemplate?)? = nil, modelName: String = "tiny") async throws {
@@ -99,7 +106,7 @@ final class ServerHarness: @unchecked Sendable {
     }
 
     func send(_ method: HTTPMethod, _ path: String, body: String? = nil, key: String?? = .none) async throws -> Reply {
-        let response = try await HTTPClient.shared.execute(request(method, path, body: body, key: key), timeout: .seconds(120))
+        let response = try await Self.client.execute(request(method, path, body: body, key: key), timeout: .seconds(120))
         let data = try await response.body.collect(upTo: 64 << 20)
         return Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
                      body: Data(buffer: data))
@@ -115,7 +122,7 @@ final class ServerHarness: @unchecked Sendable {
     }
 
     func events(_ path: String, body: String) async throws -> (status: Int, contentType: String?, payloads: [String]) {
-        let response = try await HTTPClient.shared.execute(request(.POST, path, body: body), timeout: .seconds(120))
+        let response = try await Self.client.execute(request(.POST, path, body: body), timeout: .seconds(120))
         var text = ""
         for try await buffer in response.body { text += String(buffer: buffer) }
         let payloads = text.components(separatedBy: "\n\n").filter { !$0.isEmpty }.map { frame in
