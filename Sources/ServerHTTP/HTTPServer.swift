@@ -122,13 +122,14 @@ public final class OpenAIHTTPServer: Sendable {
         router.get("/v1/models") { [self] _, _ -> Response in
             Self.json(status: .ok, try ready().models())
         }
+        // Generation runs cancelled when the client closes its connection (a whole reply's too,
+        // not only a stream's), which ends its sequences at the next step. Watching the connection
+        // consumes it: it closes after the reply, and the reply says so.
         router.post("/v1/completions") { [self] request, _ -> Response in
-            let body = try await Self.body(of: request, limit: limit)
-            return Self.response(try await ready().completions(body))
+            try await Self.cancellingOnClose(request) { body in try await ready().completions(Self.collect(body, limit: limit)) }
         }
         router.post("/v1/chat/completions") { [self] request, _ -> Response in
-            let body = try await Self.body(of: request, limit: limit)
-            return Self.response(try await ready().chatCompletions(body))
+            try await Self.cancellingOnClose(request) { body in try await ready().chatCompletions(Self.collect(body, limit: limit)) }
         }
         router.post("/tokenize") { [self] request, _ -> Response in
             let body = try await Self.body(of: request, limit: limit)
@@ -150,9 +151,28 @@ public final class OpenAIHTTPServer: Sendable {
         return service
     }
 
-    private static func body(of request: Request, limit: Int) async throws -> Data {
+    private static func cancellingOnClose(_ request: Request,
+                                          _ operation: (RequestBody) async throws -> OpenAIService.Reply) async throws -> Response {
         do {
-            return Data(buffer: try await request.body.collect(upTo: limit))
+            var response = try await request.body.consumeWithCancellationOnInboundClose { body in
+                Self.response(try await operation(body))
+            }
+            response.headers[.connection] = "close"
+            return response
+        } catch let error as APIError {
+            var response = ErrorsAndMetrics<BasicRequestContext>.response(error)
+            response.headers[.connection] = "close"
+            return response
+        }
+    }
+
+    private static func body(of request: Request, limit: Int) async throws -> Data {
+        try await collect(request.body, limit: limit)
+    }
+
+    private static func collect(_ body: RequestBody, limit: Int) async throws -> Data {
+        do {
+            return Data(buffer: try await body.collect(upTo: limit))
         } catch is NIOTooManyBytesError {
             throw APIError.bodyTooLarge(limit: limit)
         }

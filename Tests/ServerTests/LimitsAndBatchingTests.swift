@@ -181,6 +181,26 @@ final class LimitsAndBatchingTests: XCTestCase {
         XCTAssertLessThan(count, 250, "the sequence stopped early")
     }
 
+    /// The same for a client waiting for a whole (not streamed) reply that goes away.
+    func testDisconnectCancelsAWholeReply() async throws {
+        let harness = try await ServerHarness(limits: .init(maxBatch: 4, maxQueue: 4))
+        defer { Task { await harness.stop() } }
+        let request = harness.request(.POST, "/v1/chat/completions", body: ServerHarness.json(
+            ["messages": [["role": "user", "content": "hi"]], "max_tokens": 230, "logit_bias": TinyModel.plainTextBias]))
+        let waiting = Task { _ = try await ServerHarness.client.execute(request, timeout: .seconds(60)) }
+        let started = await ServerHarness.eventually { harness.engine.snapshot.kvBlocksInUse > 0 }
+        XCTAssertTrue(started)
+        waiting.cancel()
+        _ = try? await waiting.value
+        let freed = await ServerHarness.eventually {
+            harness.engine.outstandingCount == 0 && harness.engine.snapshot.kvBlocksInUse == 0
+        }
+        XCTAssertTrue(freed, "\(harness.engine.snapshot), outstanding \(harness.engine.outstandingCount)")
+        let metrics = try await harness.send(.GET, "/metrics")
+        let generated = metrics.text.split(separator: "\n").first { $0.hasPrefix("swiftgpt_generated_tokens_total ") }
+        XCTAssertLessThan(generated.flatMap { Int($0.split(separator: " ")[1]) } ?? 999, 230, "the sequence stopped early")
+    }
+
     /// A drain (what SIGTERM does): requests in flight finish, new ones get 503, then run returns.
     func testDrainFinishesWhatIsInFlight() async throws {
         let harness = try await ServerHarness(limits: .init(maxBatch: 4, maxQueue: 4), gracePeriod: .seconds(60))
