@@ -29,8 +29,11 @@ public final class BatchScheduler {
     final class Active {
         let id: Int
         var state: SequenceState
-        let cache: KVCache
+        var cache: KVCache
         var prefilled = 0
+        /// More completions of the same prompt, waiting to fork this one's KV blocks once its
+        /// prompt is in them.
+        var followers: [Active] = []
         let onEvent: EventHandler
         let submitted = Date()
         var firstToken: Date?
@@ -43,8 +46,10 @@ public final class BatchScheduler {
         }
 
         var isDecoding: Bool { prefilled == state.prompt.count }
-        /// KV blocks this sequence may come to hold.
-        func blocksNeeded(_ blockSize: Int) -> Int { (state.limit + blockSize - 1) / blockSize }
+        /// KV blocks this sequence, and the followers that will fork it, may come to hold (shared
+        /// prompt blocks counted once for each: a bound, not the count).
+        func blocksNeeded(_ blockSize: Int) -> Int { groupSize * ((state.limit + blockSize - 1) / blockSize) }
+        var groupSize: Int { 1 + followers.count }
     }
 
     public let model: LanguageModel
@@ -73,26 +78,49 @@ public final class BatchScheduler {
     public var isIdle: Bool { active.isEmpty && waiting.isEmpty }
     /// Sequences in the batch, and requests waiting to join it.
     public var activeCount: Int { active.count }
-    public var waitingCount: Int { waiting.count }
+    public var waitingCount: Int { waiting.reduce(0) { $0 + $1.groupSize } + active.reduce(0) { $0 + $1.followers.count } }
+    /// Sequences that ran in the last step (decoding ones and prompt chunks).
+    public private(set) var lastStepSize = 0
 
     /// Queues a request; it joins the batch at the next step with room for it. Throws for a bad
     /// request (empty prompt, bad sampling values, a prompt past the context, or one the KV
     /// budget could never hold).
     @discardableResult
     public func submit(prompt: [Int], options: GenerationOptions, onEvent: @escaping EventHandler = { _ in true }) throws -> Int {
-        let state = try SequenceState(prompt: prompt, options: options, tokenizer: tokenizer,
-                                      contextLength: model.config.contextLength)
+        try submit(prompt: prompt, choices: [(options, onEvent)])[0]
+    }
+
+    /// Queues several completions of one prompt (OpenAI's `n`), all or none. The first prefills
+    /// the prompt; the others then fork its KV blocks, so the prompt's keys and values are
+    /// computed and stored once, and each recomputes only the prompt's last position for its
+    /// own first token. A group larger than the batch runs as independent requests.
+    ///
+    ///     prompt of 11 tokens, blocks of 4, n = 3:  [0-3][4-7] shared by all three,
+    ///     [8-10] shared until each writes position 11 into its own copy
+    @discardableResult
+    public func submit(prompt: [Int], choices: [(options: GenerationOptions, onEvent: EventHandler)]) throws -> [Int] {
         if let bad = prompt.first(where: { $0 < 0 || $0 >= model.config.vocabularySize }) {
             throw ModelError("token id \(bad) is outside the vocabulary (0..<\(model.config.vocabularySize))")
         }
-        let request = Active(id: nextID, state: state, cache: KVCache(pool: pool, capacity: max(state.limit, prompt.count + 1)),
-                             onEvent: onEvent)
-        guard request.blocksNeeded(pool.blockSize) <= pool.blockCount else {
-            throw ModelError("the request needs \(state.limit) positions; the KV budget holds \(pool.blockCount * pool.blockSize)")
+        let requests = try choices.enumerated().map { offset, choice in
+            let state = try SequenceState(prompt: prompt, options: choice.options, tokenizer: tokenizer,
+                                          contextLength: model.config.contextLength)
+            let request = Active(id: nextID + offset, state: state,
+                                 cache: KVCache(pool: pool, capacity: max(state.limit, prompt.count + 1)), onEvent: choice.onEvent)
+            guard request.blocksNeeded(pool.blockSize) <= pool.blockCount else {
+                throw ModelError("the request needs \(state.limit) positions; the KV budget holds \(pool.blockCount * pool.blockSize)")
+            }
+            return request
         }
-        nextID += 1
-        waiting.append(request)
-        return request.id
+        guard let leader = requests.first else { return [] }
+        nextID += requests.count
+        if requests.count <= maxSequences {
+            leader.followers = Array(requests.dropFirst())
+            waiting.append(leader)
+        } else {
+            waiting += requests
+        }
+        return requests.map(\.id)
     }
 
     /// Ends a request at the next step (a client that went away); its blocks return then.
@@ -102,19 +130,31 @@ public final class BatchScheduler {
     @discardableResult
     public func step() throws -> [Finished] {
         var finished: [Finished] = []
-        // Cancellations first: they free room for the waiting.
+        // Cancellations first: they free room for the waiting. Followers not yet forked leave
+        // their group; those of a cancelled leader wait on as requests of their own.
+        for request in active + waiting {
+            for follower in request.followers where cancelled.contains(follower.id) {
+                follower.state.finish(.stop)
+                finished.append(done(follower))
+            }
+            request.followers.removeAll { cancelled.contains($0.id) }
+        }
         for request in active + waiting where cancelled.contains(request.id) {
             request.state.finish(.stop)
             finished.append(done(request))
+            waiting.insert(contentsOf: request.followers, at: 0)
+            request.followers = []
         }
         active.removeAll { cancelled.contains($0.id) }
         waiting.removeAll { cancelled.contains($0.id) }
         cancelled.removeAll()
         admit()
+        lastStepSize = 0
         guard !active.isEmpty else { return finished }
 
         // Every decoding sequence advances; prompts fill the rest of the chunk budget in order.
         var entries: [BatchEntry] = [], members: [Active] = []
+        var starts: [ObjectIdentifier: Int] = [:]  // where each prompt chunk of this step begins
         var budget = chunkTokens
         for request in active {
             if request.isDecoding {
@@ -124,8 +164,9 @@ public final class BatchScheduler {
                 let prompt = request.state.prompt
                 let chunk = min(budget, prompt.count - request.prefilled)
                 let end = request.prefilled + chunk
-                entries.append(BatchEntry(cache: request.cache, tokens: Array(prompt[request.prefilled..<end]),
-                                          logits: end == prompt.count ? .last : .none))
+                let logits: BatchEntry.Logits = request.state.options.promptLogprobs ? .all : end == prompt.count ? .last : .none
+                entries.append(BatchEntry(cache: request.cache, tokens: Array(prompt[request.prefilled..<end]), logits: logits))
+                starts[ObjectIdentifier(request)] = request.prefilled
                 request.prefilled = end
                 budget -= chunk
             } else {
@@ -133,9 +174,18 @@ public final class BatchScheduler {
             }
             members.append(request)
         }
+        lastStepSize = entries.count
         guard !entries.isEmpty else { return finished }
         let result = try model.forward(batch: entries, workspace: workspace)
-        for (index, request) in members.enumerated() where !result.ranges[index].isEmpty {
+        for (index, request) in members.enumerated() where request.state.options.promptLogprobs {
+            guard let start = starts[ObjectIdentifier(request)] else { continue }
+            // Row r scores the prompt token at start + r + 1; a chunk's last row may be the prompt's end.
+            for (r, position) in (start..<(start + result.ranges[index].count)).enumerated() where position + 1 < request.state.prompt.count {
+                request.state.scorePrompt(result.logits(entry: index, row: r), next: request.state.prompt[position + 1])
+            }
+        }
+        for request in members where request.isDecoding && !request.followers.isEmpty { fork(request) }
+        for (index, request) in members.enumerated() where request.isDecoding && !result.ranges[index].isEmpty {
             if let event = try request.state.advance(result.logits(entry: index)) {
                 if request.firstToken == nil { request.firstToken = Date() }
                 if !request.onEvent(event) { request.state.finish(.stop) }
@@ -150,11 +200,27 @@ public final class BatchScheduler {
     /// sequence keeps room for all the positions it may reach.
     private func admit() {
         var reserved = active.reduce(0) { $0 + $1.blocksNeeded(pool.blockSize) }
-        while let next = waiting.first, active.count < maxSequences,
+        var sequences = active.reduce(0) { $0 + $1.groupSize }
+        while let next = waiting.first, sequences + next.groupSize <= maxSequences,
               reserved + next.blocksNeeded(pool.blockSize) <= pool.blockCount {
+            sequences += next.groupSize
             reserved += next.blocksNeeded(pool.blockSize)
             active.append(waiting.removeFirst())
         }
+    }
+
+    /// The leader's prompt is in its cache: each follower takes its blocks but the last
+    /// position, which the follower runs itself for the logits of its first token.
+    private func fork(_ leader: Active) {
+        let shared = leader.state.prompt.count - 1
+        for follower in leader.followers {
+            follower.state.promptLogprobs = leader.state.promptLogprobs
+            follower.cache = leader.cache.fork()
+            follower.cache.truncate(to: shared)
+            follower.prefilled = shared
+            active.append(follower)
+        }
+        leader.followers = []
     }
 
     private func done(_ request: Active) -> Finished {
@@ -163,6 +229,7 @@ public final class BatchScheduler {
         return Finished(id: request.id, result: GenerationResult(
             text: request.state.text, tokens: request.state.tokens, finishReason: request.state.finishReason ?? .stop,
             promptTokens: request.state.prompt.count,
-            promptSeconds: request.firstToken.map { $0.timeIntervalSince(request.submitted) } ?? 0, generationSeconds: seconds))
+            promptSeconds: request.firstToken.map { $0.timeIntervalSince(request.submitted) } ?? 0, generationSeconds: seconds,
+            promptLogprobs: request.state.promptLogprobs))
     }
 }

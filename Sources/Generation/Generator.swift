@@ -12,6 +12,10 @@ public struct GenerationOptions: Sendable {
     public var stopAtEndOfSequence = true
     /// How many top alternatives to report with each token's log-probability (0: none).
     public var logprobAlternatives = 0
+    /// Score the prompt too: each prompt token's log-probability after the tokens before it
+    /// (with `logprobAlternatives` alternatives), as OpenAI's `echo` with `logprobs` reports.
+    /// The batch scheduler computes these; the one-sequence generator does not.
+    public var promptLogprobs = false
 
     public init(maxTokens: Int = 256, sampling: SamplingOptions = SamplingOptions(), stop: [String] = []) {
         self.maxTokens = maxTokens
@@ -32,6 +36,14 @@ public enum FinishReason: String, Sendable, Codable {
 public struct GenerationEvent: Sendable {
     public var token: SampledToken
     public var text: String
+    /// On a sequence's first event, with `promptLogprobs`: the scored prompt.
+    public var promptLogprobs: [SampledToken]?
+
+    public init(token: SampledToken, text: String, promptLogprobs: [SampledToken]? = nil) {
+        self.token = token
+        self.text = text
+        self.promptLogprobs = promptLogprobs
+    }
 }
 
 public struct GenerationResult: Sendable {
@@ -41,6 +53,8 @@ public struct GenerationResult: Sendable {
     public var promptTokens: Int
     public var promptSeconds: Double
     public var generationSeconds: Double
+    /// With `promptLogprobs`: the prompt's tokens after the first, each with its log-probability.
+    public var promptLogprobs: [SampledToken] = []
 }
 
 /// Prefill then decode with the KV cache, sampling, stop sequences and streaming text that never

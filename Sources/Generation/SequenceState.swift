@@ -23,6 +23,9 @@ public struct SequenceState: Sendable {
     public private(set) var tokens: [Int] = []
     public private(set) var text = ""
     public private(set) var finishReason: FinishReason?
+    /// With `options.promptLogprobs`: the prompt's tokens after the first, scored as they are prefilled.
+    public internal(set) var promptLogprobs: [SampledToken] = []
+    private var reportedPromptLogprobs = false
     public var isFinished: Bool { finishReason != nil }
     private var sampler: Sampler
     private var decoder: IncrementalDecoder
@@ -62,6 +65,15 @@ public struct SequenceState: Sendable {
     /// only the text still held back, and is nil when there is none (or it had finished before).
     public mutating func advance(_ logits: UnsafeBufferPointer<Float>) throws -> GenerationEvent? {
         guard !isFinished else { return nil }
+        var event = try sample(logits)
+        if event != nil && options.promptLogprobs && !reportedPromptLogprobs {
+            event?.promptLogprobs = promptLogprobs
+            reportedPromptLogprobs = true
+        }
+        return event
+    }
+
+    private mutating func sample(_ logits: UnsafeBufferPointer<Float>) throws -> GenerationEvent? {
         let sampled = sampler.sample(logits, alternatives: options.logprobAlternatives)
         if options.stopAtEndOfSequence && endTokens.contains(sampled.id) {
             let before = text.count
@@ -79,6 +91,20 @@ public struct SequenceState: Sendable {
         }
         text += event.text
         return event
+    }
+
+    /// Scores prompt token `next` against the logits of the position before it: its
+    /// log-probability under the model's own distribution (no bias, penalties or temperature)
+    /// and the most likely alternatives.
+    public mutating func scorePrompt(_ logits: UnsafeBufferPointer<Float>, next: Int) {
+        var maxLogit = -Float.infinity
+        for value in logits { maxLogit = max(maxLogit, value) }
+        var sum: Double = 0
+        for value in logits { sum += exp(Double(value - maxLogit)) }
+        let logNormalizer = Float(log(sum)) + maxLogit
+        let alternatives = options.logprobAlternatives > 0
+            ? Sampler.largest(Array(logits), count: options.logprobAlternatives).map { ($0, logits[$0] - logNormalizer) } : []
+        promptLogprobs.append(SampledToken(id: next, logprob: logits[next] - logNormalizer, topAlternatives: alternatives))
     }
 
     /// Ends the sequence (a client went away, or the caller stops early), keeping what it has.

@@ -49,6 +49,43 @@ final class BatchSchedulerTests: XCTestCase {
         XCTAssertEqual(scheduler.pool.freeBlocks, scheduler.pool.blockCount, "every block back")
     }
 
+    /// n completions of one prompt: each gives its tokens alone, while the prompt's blocks are
+    /// stored once. 12 prompt positions in blocks of 4: the followers fork the first 11 (blocks
+    /// 0 and 1 whole, block 2 until each writes position 11 into its own copy), and the leader's
+    /// next token opens its block 3: 6 blocks in use where three separate sequences hold 12.
+    func testCompletionsOfOnePromptShareItsBlocks() throws {
+        let model = try ParityFixture("llama-untied").model, tokenizer = try smallTokenizer()
+        let prompt = [5, 9, 2, 33, 17, 8, 1, 40, 12, 3, 7, 21]
+        let options: [GenerationOptions] = (0..<3).map { i in
+            var options = GenerationOptions(maxTokens: 5, sampling: SamplingOptions(temperature: 0.9, seed: UInt64(i)))
+            options.stopAtEndOfSequence = false
+            return options
+        }
+        let alone = try options.map { try Generator(model: model, tokenizer: tokenizer).generate(prompt: prompt, options: $0) }
+        let scheduler = try BatchScheduler(model: model, tokenizer: tokenizer, budget: .tokens(256), blockSize: 4)
+        let ids = try scheduler.submit(prompt: prompt, choices: options.map { ($0, { _ in true }) })
+        XCTAssertEqual(scheduler.waitingCount, 3)
+        var results: [Int: GenerationResult] = [:]
+        try scheduler.step()  // the leader prefills all 12 positions (3 blocks) and forks
+        XCTAssertEqual(scheduler.pool.blockCount - scheduler.pool.freeBlocks, 3)
+        XCTAssertEqual(scheduler.activeCount, 3)
+        try scheduler.step()  // the followers run position 11, each into a copy of block 2; the leader decodes
+        XCTAssertEqual(scheduler.pool.blockCount - scheduler.pool.freeBlocks, 6)
+        while !scheduler.isIdle { for f in try scheduler.step() { results[f.id] = f.result } }
+        for (i, id) in ids.enumerated() { XCTAssertEqual(results[id]?.tokens, alone[i].tokens, "choice \(i)") }
+        XCTAssertEqual(scheduler.pool.freeBlocks, scheduler.pool.blockCount)
+
+        // A leader cancelled before its prompt is in: its followers run on their own.
+        let again = try scheduler.submit(prompt: prompt, choices: options.map { ($0, { _ in true }) })
+        scheduler.cancel(again[0])
+        results = [:]
+        while !scheduler.isIdle { for f in try scheduler.step() { results[f.id] = f.result } }
+        XCTAssertEqual(results[again[0]]?.tokens, [])
+        XCTAssertEqual(results[again[1]]?.tokens, alone[1].tokens)
+        XCTAssertEqual(results[again[2]]?.tokens, alone[2].tokens)
+        XCTAssertEqual(scheduler.pool.freeBlocks, scheduler.pool.blockCount)
+    }
+
     func testCancellingFreesTheSequence() throws {
         let model = try ParityFixture("gpt-gelu").model, tokenizer = try smallTokenizer()
         let scheduler = try BatchScheduler(model: model, tokenizer: tokenizer, budget: .tokens(256), blockSize: 4)

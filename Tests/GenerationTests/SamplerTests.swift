@@ -81,6 +81,18 @@ final class SamplingOptionsTests: XCTestCase {
         sampler = Sampler(options: options)
         sampler.observe([0, 0])
         XCTAssertEqual(logits.withUnsafeBufferPointer { sampler.sample($0) }, 1)
+
+        // Presence counts a token once however often it appeared: 3 - 0.5 = 2.5 stays above 2,
+        // where a frequency penalty of 0.5 on three sightings (3 - 1.5) would not.
+        options = SamplingOptions(temperature: 0)
+        options.presencePenalty = 0.5
+        sampler = Sampler(options: options)
+        sampler.observe([0, 0, 0])
+        XCTAssertEqual(logits.withUnsafeBufferPointer { sampler.sample($0) }, 0)
+        options.presencePenalty = 1.5
+        sampler = Sampler(options: options)
+        sampler.observe([0])
+        XCTAssertEqual(logits.withUnsafeBufferPointer { sampler.sample($0) }, 1)
     }
 
     func testLogprobsAndAlternatives() {
