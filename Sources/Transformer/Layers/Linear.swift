@@ -12,9 +12,10 @@ extension Linear {
     static let fewRows = 32
 }
 
-/// out (rows, OUT) = inp (rows, IN) · Wᵀ + b.
+/// out (rows, OUT) = inp (rows, IN) · Wᵀ + b (+ the LoRA adapters' updates; `trainingSeed`
+/// turns their dropout on).
 func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: Linear, rows: Int,
-                   workspace: Workspace) {
+                   trainingSeed: UInt64? = nil, workspace: Workspace) {
     let pool = workspace.pool, outputs = linear.outputs, inputs = linear.inputs
     var first = 0
     for block in linear.blocks {
@@ -43,12 +44,14 @@ func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: 
             }
         }
     }
+    adaptersForward(out: out, inp: inp, linear, rows: rows, trainingSeed: trainingSeed, workspace: workspace)
 }
 
 /// dinp (rows, IN) += dout (rows, OUT) · W;  dW (OUT, IN) += doutᵀ · inp;  db (OUT) += Σ_rows dout.
-/// The weight and bias gradients only where `linear` has them (weights that train).
+/// The weight and bias gradients only where `linear` has them (weights that train); the LoRA
+/// adapters' gradients where it has adapters.
 func linearBackward(dinp: FloatBuffer?, dout: UnsafeBufferPointer<Float>, inp: UnsafeBufferPointer<Float>,
-                    _ linear: Linear, rows: Int, workspace: Workspace) {
+                    _ linear: Linear, rows: Int, trainingSeed: UInt64? = nil, workspace: Workspace) {
     let pool = workspace.pool, outputs = linear.outputs, inputs = linear.inputs
     if let dinp {
         var first = 0
@@ -71,4 +74,5 @@ func linearBackward(dinp: FloatBuffer?, dout: UnsafeBufferPointer<Float>, inp: U
             }
         }
     }
+    adaptersBackward(dinp: dinp, dout: dout, inp: inp, linear, rows: rows, trainingSeed: trainingSeed, workspace: workspace)
 }
