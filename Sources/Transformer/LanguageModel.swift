@@ -142,13 +142,37 @@ public final class LanguageModel: @unchecked Sendable {
                              + "embedding \(config.embeddingSize))")
         }
         self.adapters = adapters
+        installAdapters()
+    }
+
+    /// Each projection's adapters from `adapters` (none without).
+    private func installAdapters() {
         for l in 0..<config.layerCount {
             let p = "blk.\(l)."
-            weights.blocks[l].qkv.adapters = adapters.adapters(on: p + "attn_qkv")
-            weights.blocks[l].attentionOutput.adapters = adapters.adapters(on: p + "attn_output")
-            weights.blocks[l].up.adapters = adapters.adapters(on: p + "ffn_up")
-            weights.blocks[l].down.adapters = adapters.adapters(on: p + "ffn_down")
+            func on(_ name: String) -> [LoRAAdapter] { adapters?.adapters(on: p + name) ?? [] }
+            weights.blocks[l].qkv.adapters = on("attn_qkv")
+            weights.blocks[l].attentionOutput.adapters = on("attn_output")
+            weights.blocks[l].up.adapters = on("ffn_up")
+            weights.blocks[l].down.adapters = on("ffn_down")
         }
+    }
+
+    /// Folds the attached adapters into the weights (`W += scale · B · A` on each adapted block)
+    /// and detaches them: the model then computes the adapted function with plain linears. The
+    /// adapted matrices must be fp32 in the arena (load a GGUF file `.dequantized` to merge).
+    public func mergeAdapters() throws {
+        guard let adapters else { return }
+        if let target = adapters.targets.first(where: { layout.entry($0.tensor + ".weight") == nil }) {
+            throw ModelError("\(target.tensor).weight is not fp32 in the model's arena (load GGUF weights dequantised to merge)")
+        }
+        for target in adapters.targets {
+            let entry = layout.entry(target.tensor + ".weight")!
+            let adapter = adapters.adapters(on: target.tensor).first { $0.rows == target.rows }!
+            adapter.addUpdate(to: FloatBuffer(rebasing: parameters[(entry.offset + target.rows.lowerBound * target.inputs)...]),
+                              inputs: target.inputs, pool: pool)
+        }
+        self.adapters = nil
+        installAdapters()
     }
 
     /// What training updates: the adapters when attached, else the model's own arena.

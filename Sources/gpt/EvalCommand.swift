@@ -10,6 +10,7 @@ struct EvalCommand: ParsableCommand {
         abstract: "Perplexity and bits per byte of a text (lm-eval's rolling windows, or llama.cpp's rule with --score-from).")
 
     @Option(help: "A .gguf file or a checkpoint directory.") var model: String
+    @Option(help: "A LoRA adapter directory (PEFT layout, from gpt finetune) to apply to the model.") var lora: String?
     @Option(help: "The UTF-8 text to score.") var text: String
     @Option(help: "Tokens per window (default: the model's context, at most 2048).") var window: Int?
     @Option(help: "Tokens between window starts; with --score-from it must equal --window (llama.cpp's rule).") var stride: Int?
@@ -29,7 +30,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
-        let loaded = try ModelLoader.load(path: model, pool: pool)
+        let loaded = try ModelLoader.load(path: model, lora: lora, pool: pool)
         let content = try readUTF8(text), bytes = content.utf8.count
         let ids = loaded.tokenizer.encode(content)
         let size = window ?? min(loaded.model.config.contextLength, 2048)

@@ -45,7 +45,19 @@ func runTraining(_ trainer: Trainer, out: URL, report validationNote: ((Int) thr
         }
     }
     try saveRun(trainer, to: out)
+    if let peak = peakResidentBytes() {
+        FileHandle.standardError.write(Data(String(format: "\npeak memory (RSS): %.0f MB; %.2f s per step\n", Double(peak) / 1e6,
+                                                   Date().timeIntervalSince(started) / Double(max(1, trainer.step - startStep))).utf8))
+    }
     return true
+}
+
+/// The process's peak resident memory (Linux: VmHWM in /proc/self/status), in bytes.
+func peakResidentBytes() -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
+    return kilobytes * 1024
 }
 
 /// The trainer's checkpoint and the loss plot from metrics.jsonl.

@@ -80,6 +80,25 @@ final class LoRATests: XCTestCase {
         XCTAssertGreaterThan(zip(plain.logits, try ParityFixture("lora-dense").model.logitsOf(tokens)).map { abs($0 - $1) }.max()!, 1e-2)
     }
 
+    /// Generation through the KV cache applies the adapters as the training forward does, and
+    /// merging them into a dequantised copy of the Q4_1 base computes the same function.
+    func testCachedGenerationAndMergeMatchTheAdaptedModel() throws {
+        let (model, _, _, tokens, _) = try model("lora-q4_1")
+        let adapted = try model.logitsOf(tokens)
+        let cache = try KVCache(model, capacity: 8)
+        let last = Array(try model.forward(tokens[0..<8].map(Int.init), cache: cache))
+        let V = model.config.vocabularySize
+        XCTAssertLessThan(zip(last, adapted[(7 * V)..<(8 * V)]).map { abs($0 - $1) }.max()!, 1e-4)
+
+        let merged = try ModelLoader.model(from: GGUFFile(url: Self.fixtures.appendingPathComponent("lora-q4_1.gguf")), weights: .dequantized)
+        try merged.attach(try LoRAAdapters.load(Self.fixtures.appendingPathComponent("lora-q4_1-adapter"), config: merged.config))
+        try merged.mergeAdapters()
+        XCTAssertNil(merged.adapters)
+        XCTAssertLessThan(zip(try merged.logitsOf(tokens), adapted).map { abs($0 - $1) }.max()!, 1e-4)
+        // Quantised matrices in place cannot take the merge.
+        XCTAssertThrowsError(try model.mergeAdapters()) { XCTAssertTrue("\($0)".contains("dequantised"), "\($0)") }
+    }
+
     func testSaveAndLoadRoundTrip() throws {
         let (model, adapters, _, _, _) = try model("lora-q4_1")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lora-\(UUID().uuidString)")
