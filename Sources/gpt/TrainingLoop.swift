@@ -45,9 +45,10 @@ func runTraining(_ trainer: Trainer, out: URL, report validationNote: ((Int) thr
         }
     }
     try saveRun(trainer, to: out)
-    if let peak = peakResidentBytes() {
-        FileHandle.standardError.write(Data(String(format: "\npeak memory (RSS): %.0f MB; %.2f s per step\n", Double(peak) / 1e6,
-                                                   Date().timeIntervalSince(started) / Double(max(1, trainer.step - startStep))).utf8))
+    let steps = trainer.history.map(\.elapsed)
+    if let peak = peakResidentBytes(), !steps.isEmpty {
+        FileHandle.standardError.write(Data(String(format: "\npeak memory (RSS): %.0f MB; %.2f s per step (mean of %d, validation excluded)\n",
+                                                   Double(peak) / 1e6, steps.reduce(0, +) / Double(steps.count), steps.count).utf8))
     }
     return true
 }

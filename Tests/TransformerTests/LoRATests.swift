@@ -141,6 +141,45 @@ final class LoRATests: XCTestCase {
         XCTAssertLessThan(zip(theirs, model.logits).map { abs($0 - $1) }.max()!, 1e-3)
     }
 
+    /// GPT-2's projections are Conv1D modules in transformers ([in, out] weights): peft loads our
+    /// adapters on all four (c_attn, attn c_proj, c_fc, mlp c_proj) and gives our logits.
+    func testPEFTLoadsOurGPT2Adapters() throws {
+        let fixture = try ParityFixture("gpt-gelu", trainable: false)
+        let model = fixture.model
+        let adapters = try LoRAAdapters(config: model.config, settings: LoRASettings(rank: 2, alpha: 4, dropout: 0))
+        XCTAssertEqual(Set(adapters.targets.map(\.shortName)), ["c_attn", "c_proj", "c_fc", "mlp.c_proj"])
+        var generator = SplitMix64(seed: 4)
+        for i in adapters.parameters.indices { adapters.parameters[i] = generator.nextNormal() * 0.2 }
+        try model.attach(adapters)
+        try model.forward(tokens: fixture.tokens, targets: nil, batch: fixture.batch, length: fixture.length)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lora-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try adapters.save(to: directory)
+        let script = """
+        import json, sys, torch
+        from safetensors import safe_open
+        from transformers import GPT2Config, GPT2LMHeadModel
+        from peft import PeftModel
+        f = safe_open(sys.argv[1], "pt")
+        c = json.loads(f.metadata()["config"])
+        config = GPT2Config(vocab_size=c["vocab_size"], n_positions=c["n_positions"], n_embd=c["n_embd"], n_layer=c["n_layer"],
+                            n_head=c["n_head"], activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            attn_implementation="eager")
+        model = GPT2LMHeadModel(config).float()
+        missing, unexpected = model.load_state_dict({"transformer." + k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith("param.")},
+                                                    strict=False)
+        assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+        model.tie_weights()
+        model = PeftModel.from_pretrained(model, sys.argv[2])
+        with torch.no_grad():
+            print(json.dumps(model(input_ids=f.get_tensor("tokens").long()).logits.reshape(-1).tolist()))
+        """
+        let output = try runPython(script, [ParityFixture.url("gpt-gelu").path, directory.path])
+        let theirs = try JSONDecoder().decode([Float].self, from: Data(output.utf8))
+        XCTAssertEqual(theirs.count, model.logits.count)
+        XCTAssertLessThan(zip(theirs, model.logits).map { abs($0 - $1) }.max()!, 1e-3)
+    }
+
     func testBadAdaptersAreRefusedByName() throws {
         let config = try ParityFixture("lora-dense", trainable: false).model.config
         XCTAssertThrowsError(try LoRAAdapters(config: config, settings: LoRASettings(targets: ["q", "c_attn"]))) {
