@@ -15,10 +15,17 @@ OUT = "Tests/TrainingTests/Fixtures/json-extract"
 INSTRUCTION = "Extract the person's name, age and city as JSON."
 
 TRAIN_NAMES = ["Alice", "Bruno", "Chen", "Dmitri", "Elena", "Farah", "Gustav", "Hana", "Ibrahim", "Julia", "Kofi", "Lena",
-               "Mateo", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Ursula", "Viktor", "Wen", "Yusuf"]
+               "Mateo", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Ursula", "Viktor", "Wen", "Yusuf",
+               "Adele", "Boris", "Clara", "Dario", "Edith", "Fatima", "Goran", "Helga", "Ivan", "Jasmine", "Kenji", "Leila",
+               "Marek", "Nina", "Olga", "Pablo", "Rania", "Stefan", "Tomas", "Uma", "Vera", "Walter", "Ximena", "Yara",
+               "Zoltan", "Anil", "Beatriz", "Cyrus", "Dana", "Emil", "Freya", "Gideon", "Hiro", "Irene", "Jamal", "Kira",
+               "Lorenzo", "Mei", "Nikolai", "Odette", "Pedro", "Rashid", "Sofia", "Timo", "Valentina", "Wojciech", "Yuki", "Zara"]
 TEST_NAMES = ["Amara", "Bjorn", "Carmen", "Diego", "Esther", "Felix", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Luis"]
 TRAIN_CITIES = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Cairo", "Denver", "Madrid", "Hanoi", "Quito", "Perth", "Dublin",
-                "Munich", "Nairobi", "Seoul", "Toronto"]
+                "Munich", "Nairobi", "Seoul", "Toronto", "Lisbon", "Dakar", "Kyoto", "Santiago", "Bergen", "Rabat", "Austin",
+                "Seville", "Manila", "Caracas", "Adelaide", "Glasgow", "Zurich", "Kampala", "Taipei", "Montreal", "Krakow",
+                "Lyon", "Durban", "Sapporo", "Havana", "Gothenburg", "Muscat", "Phoenix", "Valencia", "Jakarta", "Medellin",
+                "Hobart", "Cork", "Geneva", "Mombasa", "Chennai", "Calgary", "Gdansk"]
 TEST_CITIES = ["Vienna", "Accra", "Busan", "Bogota", "Helsinki", "Tunis", "Boston", "Porto"]
 TRAIN_TEMPLATES = [
     "{name} is {age} years old and lives in {city}.",
@@ -51,5 +58,6 @@ def write(path, rows):
 rng = random.Random(12)
 write(f"{OUT}/train.jsonl", [example(rng, TRAIN_NAMES, TRAIN_CITIES, TRAIN_TEMPLATES) for _ in range(320)])
 write(f"{OUT}/val.jsonl", [example(rng, TRAIN_NAMES, TRAIN_CITIES, TRAIN_TEMPLATES) for _ in range(32)])
-write(f"{OUT}/test.jsonl", [example(rng, TEST_NAMES, TEST_CITIES, TEST_TEMPLATES) for _ in range(60)])
+test = random.Random(99)
+write(f"{OUT}/test.jsonl", [example(test, TEST_NAMES, TEST_CITIES, TEST_TEMPLATES) for _ in range(60)])
 print("wrote", OUT)

@@ -84,9 +84,13 @@ struct FinetuneCommand: ParsableCommand {
         }
 
         // The model: all weights training, or a frozen base (quantised in place from GGUF) with adapters.
-        let loaded = try ModelLoader.load(path: run.method == .full && resume ? out : run.model, pool: pool,
-                                          trainable: run.method == .full, ggufWeights: run.method == .full ? .dequantized : .inPlace)
-        let model = loaded.model
+        let loaded = try ModelLoader.load(path: run.model, pool: pool, trainable: run.method == .full,
+                                          ggufWeights: run.method == .full ? .dequantized : .inPlace)
+        var model = loaded.model
+        if resume && run.method == .full {
+            // The run's weights, with q and k rows in the base's RoPE order as the optimizer moments are.
+            model = try Checkpoint.load(outURL, pool: pool, rotaryPairing: loaded.model.config.rotaryPairing)
+        }
         if let settings = run.lora {
             let adapters = resume ? try LoRAAdapters.load(outURL, config: model.config) : try LoRAAdapters(config: model.config, settings: settings)
             if !resume { adapters.initialize(seed: seed) }

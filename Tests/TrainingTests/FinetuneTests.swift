@@ -20,6 +20,18 @@ final class FinetuneTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
 
+    /// Rows of 15 tokens, one step of warmup, no validation.
+    static func options(batch: Int, steps: Int, learningRate: Float) -> TrainingOptions {
+        var options = TrainingOptions()
+        options.batchSize = batch
+        options.sequenceLength = 15
+        options.steps = steps
+        options.learningRate = learningRate
+        options.warmupSteps = 1
+        options.evaluationInterval = 0
+        return options
+    }
+
     func trainedText(_ example: FinetuneExample) throws -> String {
         try tokenizer.decode(zip(example.tokens, example.trains).filter(\.1).map { Int($0.0) })
     }
@@ -116,13 +128,7 @@ final class FinetuneTests: XCTestCase {
         let examples = (0..<24).map { i in
             FinetuneExample(tokens: (0..<7).map { Int32((i + 3 * $0) % 32) }, trains: (0..<7).map { $0 >= 3 })
         }
-        var options = TrainingOptions()
-        options.batchSize = 4
-        options.sequenceLength = 15
-        options.steps = 10
-        options.learningRate = 1e-2
-        options.warmupSteps = 1
-        options.evaluationInterval = 0
+        let options = Self.options(batch: 4, steps: 10, learningRate: 1e-2)
         /// A random base with weights large enough (std 0.2) that its frozen output layer can express a pattern.
         func base() throws -> LanguageModel {
             let model = try LanguageModel(config: config, trainable: false)
@@ -157,5 +163,34 @@ final class FinetuneTests: XCTestCase {
         try resumed.restore(from: directory)
         for _ in 4..<10 { _ = try resumed.trainStep() }
         XCTAssertEqual(Array(model.adapters!.parameters), Array(straight.model.adapters!.parameters), "resumed run differs")
+    }
+
+    /// Full fine-tuning of a GGUF base (dequantised, q/k rows in llama.cpp's order): the saved
+    /// checkpoint (Hugging Face's order) reloads in the base's order, so the restored optimizer
+    /// moments line up with their rows and the resumed run ends with the same bits.
+    func testFullFineTuneOfAGGUFBaseResumesExactly() throws {
+        let gguf = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../TransformerTests/Fixtures/lora-q4_1.gguf").standardized
+        let examples = (0..<16).map { i in
+            FinetuneExample(tokens: (0..<7).map { Int32((i + 5 * $0) % 64) }, trains: (0..<7).map { $0 >= 2 })
+        }
+        let options = Self.options(batch: 2, steps: 6, learningRate: 1e-3)
+        func trainer(_ model: LanguageModel) throws -> Trainer {
+            try Trainer(model: model, tokenizer: nil, batches: try FinetuneBatches(examples, length: 15, padding: 0, seed: 3),
+                        validation: [], options: options)
+        }
+        func base() throws -> LanguageModel { try ModelLoader.model(from: GGUFFile(url: gguf), weights: .dequantized, trainable: true) }
+        let straight = try trainer(try base())
+        XCTAssertEqual(straight.model.config.rotaryPairing, .adjacent)
+        for _ in 0..<6 { _ = try straight.trainStep() }
+        let first = try trainer(try base())
+        for _ in 0..<3 { _ = try first.trainStep() }
+        try first.save(to: directory)
+        let reloaded = try Checkpoint.load(directory, rotaryPairing: .adjacent)
+        XCTAssertEqual(Array(reloaded.parameters), Array(first.model.parameters))
+        let resumed = try trainer(reloaded)
+        try resumed.restore(from: directory)
+        for _ in 3..<6 { _ = try resumed.trainStep() }
+        XCTAssertEqual(Array(resumed.model.parameters), Array(straight.model.parameters), "resumed run differs")
     }
 }
