@@ -44,11 +44,13 @@ func runTraining(_ trainer: Trainer, out: URL, report validationNote: ((Int) thr
             return false
         }
     }
+    let training = peakResidentBytes()
     try saveRun(trainer, to: out)
     let steps = trainer.history.map(\.elapsed)
-    if let peak = peakResidentBytes(), !steps.isEmpty {
-        FileHandle.standardError.write(Data(String(format: "\npeak memory (RSS): %.0f MB; %.2f s per step (mean of %d, validation excluded)\n",
-                                                   Double(peak) / 1e6, steps.reduce(0, +) / Double(steps.count), steps.count).utf8))
+    if let training, let peak = peakResidentBytes(), !steps.isEmpty {
+        FileHandle.standardError.write(Data(String(
+            format: "\npeak memory (RSS): %.0f MB while training, %.0f MB with the final save; %.2f s per step (mean of %d, validation excluded)\n",
+            Double(training) / 1e6, Double(peak) / 1e6, steps.reduce(0, +) / Double(steps.count), steps.count).utf8))
     }
     return true
 }

@@ -84,6 +84,9 @@ final class LayerGradientTests: XCTestCase {
                     }
                 }
             }
+            // Two rows per dequantised panel: the input gradient over several panels per block.
+            Linear.backwardPanelElements = 2 * inputs
+            defer { Linear.backwardPanelElements = 1 << 22 }
             checkGradients("quantized linear", inputs: [random(rows * inputs)], forward: { x in
                 let b = Buffers(), out = b.zeros(rows * outputs)
                 linearForward(out: out, inp: UnsafeBufferPointer(b.make(x[0])), linear, rows: rows, workspace: workspace)
