@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "CKernels"]),
         .testTarget(name: "BPETests", dependencies: ["TestSupport", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TransformerTests", dependencies: ["TestSupport", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
-        .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels"]),
+        .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"]),
         .testTarget(name: "EvaluationTests", dependencies: ["TestSupport", "Evaluation", "Generation", "Transformer", "BPE"]),
         .testTarget(name: "ServerTests", dependencies: [

@@ -23,17 +23,19 @@ public final class AdamWOptimizer: @unchecked Sendable {
         secondMoment.deallocate()
     }
 
-    /// One update of every parameter of `model` from its gradients, at `learningRate`.
+    /// One update of every tensor `model` trains (its adapters', when attached) from their
+    /// gradients, at `learningRate`.
     public func update(_ model: LanguageModel, learningRate: Float) {
-        precondition(model.trainable, "AdamWOptimizer: the model has no gradients")
+        let trained = model.trainedTensors
+        precondition(trained.values.count >= firstMoment.count, "AdamWOptimizer: sized for other tensors")
         step += 1
-        for entry in model.layout.entries {
-            let range = entry.offset..<(entry.offset + entry.count)
+        for entry in trained.layout.entries {
+            let range = entry.range
             var groupSettings = settings
             groupSettings.learningRate = learningRate
             if !entry.decays { groupSettings.weightDecay = 0 }
-            adamWUpdate(parameters: UnsafeMutableBufferPointer(rebasing: model.parameters[range]),
-                        gradients: UnsafeBufferPointer(rebasing: model.gradients[range]),
+            adamWUpdate(parameters: UnsafeMutableBufferPointer(rebasing: trained.values[range]),
+                        gradients: UnsafeBufferPointer(rebasing: trained.gradients[range]),
                         firstMoment: UnsafeMutableBufferPointer(rebasing: firstMoment[range]),
                         secondMoment: UnsafeMutableBufferPointer(rebasing: secondMoment[range]),
                         count: entry.count, step: step, settings: groupSettings, pool: model.pool)

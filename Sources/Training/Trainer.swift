@@ -33,9 +33,24 @@ public struct StepReport: Sendable {
     public var elapsed: Double
 }
 
+/// Where training batches come from. `position` is the whole state: a resumed run that sets it
+/// draws the batches a run that never stopped would have drawn.
+public protocol TrainingBatches: Sendable {
+    mutating func next(batch: Int, length: Int) throws -> (inputs: [Int32], targets: [Int32])
+    var position: UInt64 { get set }
+}
+
+extension BatchSampler: TrainingBatches {
+    public var position: UInt64 {
+        get { generator.state }
+        set { generator = SplitMix64(seed: newValue) }
+    }
+}
+
 /// The training loop: gradient accumulation over micro-batches, global-norm clipping, AdamW with
 /// warmup and cosine decay, periodic validation, and checkpoints that resume exactly (same seed,
-/// same thread count: the same bits as a run that never stopped).
+/// same thread count: the same bits as a run that never stopped). It trains what the model
+/// trains (`LanguageModel.trainedTensors`): every weight, or the LoRA adapters when attached.
 public final class Trainer {
     public let model: LanguageModel
     public let optimizer: AdamWOptimizer
@@ -43,32 +58,42 @@ public final class Trainer {
     public let tokenizer: Tokenizer?
     /// Saved with the tokenizer in each checkpoint (a chat model's template).
     public var chatTemplate: String?
-    public private(set) var sampler: BatchSampler
+    public private(set) var sampler: any TrainingBatches
     public let validation: [(inputs: [Int32], targets: [Int32])]
     public let schedule: LearningRateSchedule
     public private(set) var step = 0
     public private(set) var history: [StepReport] = []
 
-    public init(model: LanguageModel, tokenizer: Tokenizer?, train: [TokenShard.Reader], validation: [TokenShard.Reader],
-                options: TrainingOptions) throws {
+    /// Pre-training on token shards: random windows, validation on evenly spaced ones.
+    public convenience init(model: LanguageModel, tokenizer: Tokenizer?, train: [TokenShard.Reader], validation: [TokenShard.Reader],
+                            options: TrainingOptions) throws {
+        let maxToken = train.map { $0.maximumToken() }.max() ?? 0
+        guard maxToken < model.config.vocabularySize else {
+            throw ModelError("the data holds token id \(maxToken) but the model's vocabulary has \(model.config.vocabularySize) ids")
+        }
+        try self.init(model: model, tokenizer: tokenizer, batches: try BatchSampler(shards: train, seed: options.seed),
+                      validation: BatchSampler.evaluationBatches(validation, batch: options.batchSize, length: options.sequenceLength,
+                                                                 maximumBatches: options.evaluationBatches),
+                      options: options)
+    }
+
+    /// Training on any batches (fine-tuning data), validated on fixed `validation` batches.
+    public init(model: LanguageModel, tokenizer: Tokenizer?, batches: any TrainingBatches,
+                validation: [(inputs: [Int32], targets: [Int32])], options: TrainingOptions) throws {
         guard options.batchSize > 0, options.sequenceLength > 0, options.gradientAccumulation > 0, options.steps > 0 else {
             throw ModelError("batch size, sequence length, gradient accumulation and steps must be positive")
         }
         guard options.sequenceLength <= model.config.contextLength else {
             throw ModelError("--seq-len \(options.sequenceLength) exceeds the model's context length \(model.config.contextLength)")
         }
-        let maxToken = train.map { $0.maximumToken() }.max() ?? 0
-        guard maxToken < model.config.vocabularySize else {
-            throw ModelError("the data holds token id \(maxToken) but the model's vocabulary has \(model.config.vocabularySize) ids")
-        }
+        guard model.trainable || model.adapters != nil else { throw ModelError("the model has neither gradients nor LoRA adapters to train") }
         self.model = model
         self.tokenizer = tokenizer
         self.options = options
-        optimizer = AdamWOptimizer(parameterCount: model.layout.totalCount,
+        optimizer = AdamWOptimizer(parameterCount: model.trainedTensors.layout.totalCount,
                                    settings: AdamWSettings(learningRate: options.learningRate, weightDecay: options.weightDecay))
-        sampler = try BatchSampler(shards: train, seed: options.seed)
-        self.validation = BatchSampler.evaluationBatches(validation, batch: options.batchSize, length: options.sequenceLength,
-                                                         maximumBatches: options.evaluationBatches)
+        sampler = batches
+        self.validation = validation
         schedule = LearningRateSchedule(peak: options.learningRate, minimum: options.minimumLearningRate,
                                         warmupSteps: options.warmupSteps, totalSteps: options.steps)
     }
@@ -96,11 +121,12 @@ public final class Trainer {
                                              length: options.sequenceLength, training: true, dropoutSeed: dropoutSeed) ?? 0)
             model.backward()
         }
+        let gradients = model.trainedTensors.gradients
         if options.gradientAccumulation > 1 {
             let scale = 1 / Float(options.gradientAccumulation)
-            for i in model.gradients.indices { model.gradients[i] *= scale }
+            for i in gradients.indices { gradients[i] *= scale }
         }
-        let norm = clipGradientNorm(model.gradients, maxNorm: options.gradientClip, pool: model.pool)
+        let norm = clipGradientNorm(gradients, maxNorm: options.gradientClip, pool: model.pool)
         let rate = schedule.rate(at: step)
         optimizer.update(model, learningRate: rate)
         step += 1
@@ -127,14 +153,19 @@ public final class Trainer {
         var threads: Int
     }
 
-    /// Saves the model, tokenizer, optimizer moments and trainer state into `directory`.
+    /// Saves the model (or, with adapters, the adapters in PEFT's layout), tokenizer, optimizer
+    /// moments and trainer state into `directory`.
     public func save(to directory: URL) throws {
-        try Checkpoint.save(model, tokenizer: tokenizer, chatTemplate: chatTemplate, to: directory)
+        if let adapters = model.adapters {
+            try adapters.save(to: directory)
+        } else {
+            try Checkpoint.save(model, tokenizer: tokenizer, chatTemplate: chatTemplate, to: directory)
+        }
         try SafetensorsFile.write([
             (name: "exp_avg", shape: [optimizer.firstMoment.count], values: UnsafeBufferPointer(optimizer.firstMoment)),
             (name: "exp_avg_sq", shape: [optimizer.secondMoment.count], values: UnsafeBufferPointer(optimizer.secondMoment)),
         ], to: directory.appendingPathComponent("optimizer.safetensors"))
-        let state = State(step: step, samplerState: sampler.generator.state, optimizerStep: optimizer.step,
+        let state = State(step: step, samplerState: sampler.position, optimizerStep: optimizer.step,
                           options: options, threads: model.pool.threadCount)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -157,7 +188,7 @@ public final class Trainer {
         try file.read("exp_avg", into: optimizer.firstMoment)
         try file.read("exp_avg_sq", into: optimizer.secondMoment)
         optimizer.step = state.optimizerStep
-        sampler.generator = SplitMix64(seed: state.samplerState)
+        sampler.position = state.samplerState
         step = state.step
     }
 

@@ -64,12 +64,23 @@ public final class Workspace {
     public var pool: ThreadPool
     private var dense = FloatBuffer(start: nil, count: 0)
     private var gatheredRows = FloatBuffer(start: nil, count: 0)
+    private var adapterRows = FloatBuffer(start: nil, count: 0)
 
     public init(pool: ThreadPool) { self.pool = pool }
 
     deinit {
         dense.deallocate()
         gatheredRows.deallocate()
+        adapterRows.deallocate()
+    }
+
+    /// Room for a LoRA adapter's dropped input and low-rank rows (`LoRA.swift`).
+    func adapter(count: Int) -> FloatBuffer {
+        if adapterRows.count < count {
+            adapterRows.deallocate()
+            adapterRows = .allocate(capacity: count)
+        }
+        return adapterRows
     }
 
     /// Room to gather cached keys and values into contiguous rows.

@@ -30,7 +30,9 @@ public final class LanguageModel: @unchecked Sendable {
     public let gradients: FloatBuffer
     /// Whether gradient buffers exist (a model loaded only to generate has none).
     public let trainable: Bool
-    public let weights: ModelWeights
+    public private(set) var weights: ModelWeights
+    /// LoRA adapters on the projections (`attach`): with them, backward trains the adapters only.
+    public private(set) var adapters: LoRAAdapters?
     public var pool: ThreadPool
     /// Keeps the memory-mapped file of in-place weights alive.
     let owner: AnyObject?
@@ -39,6 +41,8 @@ public final class LanguageModel: @unchecked Sendable {
     private var activations: TrainingActivations?
     private var lastBatch: (tokens: [Int32], targets: [Int32]?, batch: Int, length: Int)?
     private var dropout: Dropout?
+    /// The seed of the adapters' dropout masks in the last training forward pass.
+    private var adapterSeed: UInt64?
 
     /// A model whose every tensor is fp32 in its arena, zeroed: initialise or load them next.
     public convenience init(config: ModelConfig, pool: ThreadPool = .shared, trainable: Bool = true) throws {
@@ -126,6 +130,58 @@ public final class LanguageModel: @unchecked Sendable {
                             outputNorm: try norm("output_norm"), output: output)
     }
 
+    /// Puts `adapters` on the model's projections (replacing any there); the base weights stay as
+    /// they are and, with adapters, `backward()` gives gradients to the adapters only (and to
+    /// the model's own arena if it has gradients).
+    public func attach(_ adapters: LoRAAdapters) throws {
+        guard adapters.config.family == config.family, adapters.config.layerCount == config.layerCount,
+              adapters.config.embeddingSize == config.embeddingSize, adapters.config.qkvSize == config.qkvSize,
+              adapters.config.hiddenSize == config.hiddenSize, adapters.config.rotaryPairing == config.rotaryPairing else {
+            throw ModelError("the LoRA adapters were made for a different model (\(adapters.config.family), \(adapters.config.layerCount) layers, "
+                             + "embedding \(adapters.config.embeddingSize)) than this one (\(config.family), \(config.layerCount) layers, "
+                             + "embedding \(config.embeddingSize))")
+        }
+        self.adapters = adapters
+        installAdapters()
+    }
+
+    /// Each projection's adapters from `adapters` (none without).
+    private func installAdapters() {
+        for l in 0..<config.layerCount {
+            let p = "blk.\(l)."
+            func on(_ name: String) -> [LoRAAdapter] { adapters?.adapters(on: p + name) ?? [] }
+            weights.blocks[l].qkv.adapters = on("attn_qkv")
+            weights.blocks[l].attentionOutput.adapters = on("attn_output")
+            weights.blocks[l].up.adapters = on("ffn_up")
+            weights.blocks[l].down.adapters = on("ffn_down")
+        }
+    }
+
+    /// Folds the attached adapters into the weights (`W += scale · B · A` on each adapted block)
+    /// and detaches them: the model then computes the adapted function with plain linears. The
+    /// adapted matrices must be fp32 in the arena (load a GGUF file `.dequantized` to merge).
+    public func mergeAdapters() throws {
+        guard let adapters else { return }
+        if let target = adapters.targets.first(where: { layout.entry($0.tensor + ".weight") == nil }) {
+            throw ModelError("\(target.tensor).weight is not fp32 in the model's arena (load GGUF weights dequantised to merge)")
+        }
+        for target in adapters.targets {
+            let entry = layout.entry(target.tensor + ".weight")!
+            let adapter = adapters.adapters(on: target.tensor).first { $0.rows == target.rows }!
+            adapter.addUpdate(to: FloatBuffer(rebasing: parameters[(entry.offset + target.rows.lowerBound * target.inputs)...]),
+                              inputs: target.inputs, pool: pool)
+        }
+        self.adapters = nil
+        installAdapters()
+    }
+
+    /// What training updates: the adapters when attached, else the model's own arena.
+    public var trainedTensors: TrainedTensors {
+        if let adapters { return TrainedTensors(layout: adapters.layout, values: adapters.parameters, gradients: adapters.gradients) }
+        precondition(trainable, "the model has no gradients and no adapters")
+        return TrainedTensors(layout: layout, values: parameters, gradients: gradients)
+    }
+
     /// The arena tensor `name` (see `ParameterLayout`); it must exist (a programming error otherwise).
     public func parameter(_ name: String) -> FloatBuffer {
         guard let e = layout.entry(name) else { preconditionFailure("no parameter \(name)") }
@@ -157,7 +213,11 @@ public final class LanguageModel: @unchecked Sendable {
         }
     }
 
-    public func zeroGradients() { gradients.update(repeating: 0) }
+    /// Zeroes the model's gradients and its adapters'.
+    public func zeroGradients() {
+        gradients.update(repeating: 0)
+        adapters?.gradients.update(repeating: 0)
+    }
 
     /// The logits of the last training forward pass, (B, T, V).
     public var logits: UnsafeBufferPointer<Float> {
@@ -215,6 +275,7 @@ public final class LanguageModel: @unchecked Sendable {
         let a = activations!
         lastBatch = (tokens, targets, B, T)
         dropout = training && config.dropout > 0 ? Dropout(probability: config.dropout, seed: dropoutSeed) : nil
+        adapterSeed = training ? dropoutSeed : nil
         workspace.pool = pool
         let spans = (0..<B).map { Span(first: $0 * T, rows: T, offset: 0, cache: nil, attentionBase: $0 * config.headCount * T * T) }
         tokens.withUnsafeBufferPointer { ids in
@@ -225,7 +286,7 @@ public final class LanguageModel: @unchecked Sendable {
                 var input = UnsafeBufferPointer(a.encoded)
                 for l in 0..<config.layerCount {
                     block(l, input: input, a.blocks[l], projected: a.projected, rows: BT, rotaryTable: a.rotaryTable, spans: spans,
-                          dropout: dropout, workspace: workspace)
+                          dropout: dropout, adapterSeed: adapterSeed, workspace: workspace)
                     input = UnsafeBufferPointer(a.blocks[l].output)
                 }
                 normForward(out: a.finalNormed, statistics: a.finalStatistics, inp: input, weights.outputNorm, rows: BT,
@@ -397,12 +458,13 @@ public final class LanguageModel: @unchecked Sendable {
     /// new keys and values are appended to them first.
     private func block(_ l: Int, input: UnsafeBufferPointer<Float>, _ a: BlockActivations, projected: FloatBuffer,
                        rows: Int, rotaryTable: RotaryTable?, spans: [Span], gathered: FloatBuffer? = nil, dropout: Dropout?,
-                       workspace: Workspace, timer: InferenceWorkspace? = nil) {
+                       adapterSeed: UInt64? = nil, workspace: Workspace, timer: InferenceWorkspace? = nil) {
         let w = weights.blocks[l]
         let C = config.embeddingSize, W = config.qkvSize, kv = config.keyValueSize
         let NH = config.headCount, group = NH / config.keyValueHeadCount, hd = config.headSize
         normForward(out: a.normed1, statistics: a.statistics1, inp: input, w.attentionNorm, rows: rows, config: config, pool: pool)
-        timed(timer) { linearForward(out: a.qkv, inp: UnsafeBufferPointer(a.normed1), w.qkv, rows: rows, workspace: workspace) }
+        timed(timer) { linearForward(out: a.qkv, inp: UnsafeBufferPointer(a.normed1), w.qkv, rows: rows, trainingSeed: adapterSeed,
+                                    workspace: workspace) }
         if let rotaryTable { rotary(a.qkv, rows: rows, ld: W, table: rotaryTable, config: config, pool: pool) }
         for span in spans {
             guard let cache = span.cache else { continue }
@@ -449,16 +511,21 @@ public final class LanguageModel: @unchecked Sendable {
         }
         if let timer { timer.attentionSeconds += Double(DispatchTime.now().uptimeNanoseconds - attentionStart) / 1e9 }
         timed(timer) {
-            linearForward(out: projected, inp: UnsafeBufferPointer(a.attended), w.attentionOutput, rows: rows, workspace: workspace)
+            linearForward(out: projected, inp: UnsafeBufferPointer(a.attended), w.attentionOutput, rows: rows, trainingSeed: adapterSeed,
+                          workspace: workspace)
         }
         applyDropout(projected, count: rows * C, site: 2 + 3 * l, dropout)
         add(a.afterAttention, input, projected, count: rows * C)
         normForward(out: a.normed2, statistics: a.statistics2, inp: UnsafeBufferPointer(a.afterAttention), w.mlpNorm,
                     rows: rows, config: config, pool: pool)
-        timed(timer) { linearForward(out: a.hiddenIn, inp: UnsafeBufferPointer(a.normed2), w.up, rows: rows, workspace: workspace) }
+        timed(timer) {
+            linearForward(out: a.hiddenIn, inp: UnsafeBufferPointer(a.normed2), w.up, rows: rows, trainingSeed: adapterSeed, workspace: workspace)
+        }
         activationForward(out: a.hidden, inp: UnsafeBufferPointer(a.hiddenIn), rows: rows, hidden: config.hiddenSize,
                           activation: config.activation, pool: pool)
-        timed(timer) { linearForward(out: projected, inp: UnsafeBufferPointer(a.hidden), w.down, rows: rows, workspace: workspace) }
+        timed(timer) {
+            linearForward(out: projected, inp: UnsafeBufferPointer(a.hidden), w.down, rows: rows, trainingSeed: adapterSeed, workspace: workspace)
+        }
         applyDropout(projected, count: rows * C, site: 3 + 3 * l, dropout)
         add(a.output, UnsafeBufferPointer(a.afterAttention), projected, count: rows * C)
     }
@@ -492,8 +559,8 @@ public final class LanguageModel: @unchecked Sendable {
     /// Accumulates into `gradients` the gradient of the mean loss of the last forward pass
     /// (which must have had targets). Call `zeroGradients()` first unless accumulating.
     public func backward() {
-        guard trainable, let a = activations, let last = lastBatch, let targets = last.targets else {
-            preconditionFailure("backward() needs a trainable model and a forward pass with targets first")
+        guard trainable || adapters != nil, let a = activations, let last = lastBatch, let targets = last.targets else {
+            preconditionFailure("backward() needs a trainable model (or adapters) and a forward pass with targets first")
         }
         let B = last.batch, T = last.length, C = config.embeddingSize, V = config.vocabularySize, BT = B * T
         let H = config.hiddenSize, W = config.qkvSize, kv = config.keyValueSize, hd = config.headSize
@@ -520,20 +587,20 @@ public final class LanguageModel: @unchecked Sendable {
             let dMLP = branchGradient(dResidual, scratch: a.dBranch, count: BT * C, site: 3 + 3 * l)
             a.dHidden.update(repeating: 0)
             linearBackward(dinp: a.dHidden, dout: dMLP, inp: UnsafeBufferPointer(s.hidden), w.down,
-                           rows: BT, workspace: workspace)
+                           rows: BT, trainingSeed: adapterSeed, workspace: workspace)
             a.dHiddenIn.update(repeating: 0)
             activationBackward(dinp: a.dHiddenIn, inp: UnsafeBufferPointer(s.hiddenIn), dout: UnsafeBufferPointer(a.dHidden),
                                rows: BT, hidden: H, activation: config.activation, pool: pool)
             a.dNormed.update(repeating: 0)
             linearBackward(dinp: a.dNormed, dout: UnsafeBufferPointer(a.dHiddenIn), inp: UnsafeBufferPointer(s.normed2), w.up,
-                           rows: BT, workspace: workspace)
+                           rows: BT, trainingSeed: adapterSeed, workspace: workspace)
             normBackward(dinp: dResidual, dout: UnsafeBufferPointer(a.dNormed), inp: UnsafeBufferPointer(s.afterAttention),
                          w.mlpNorm, statistics: s.statistics2, rows: BT, config: config)
             // afterAttention = input + dropout(attentionOutput(attended))
             let dAttention = branchGradient(dResidual, scratch: a.dBranch, count: BT * C, site: 2 + 3 * l)
             a.dAttended.update(repeating: 0)
             linearBackward(dinp: a.dAttended, dout: dAttention, inp: UnsafeBufferPointer(s.attended),
-                           w.attentionOutput, rows: BT, workspace: workspace)
+                           w.attentionOutput, rows: BT, trainingSeed: adapterSeed, workspace: workspace)
             a.dQKV.update(repeating: 0)
             let site = 1 + 3 * l, dropout = self.dropout
             pool.parallelFor(B * NKV) { index in
@@ -554,7 +621,7 @@ public final class LanguageModel: @unchecked Sendable {
             if let table = a.rotaryTable { rotary(a.dQKV, rows: BT, ld: W, table: table, config: config, inverse: true, pool: pool) }
             a.dNormed.update(repeating: 0)
             linearBackward(dinp: a.dNormed, dout: UnsafeBufferPointer(a.dQKV), inp: UnsafeBufferPointer(s.normed1), w.qkv,
-                           rows: BT, workspace: workspace)
+                           rows: BT, trainingSeed: adapterSeed, workspace: workspace)
             normBackward(dinp: dResidual, dout: UnsafeBufferPointer(a.dNormed), inp: input, w.attentionNorm,
                          statistics: s.statistics1, rows: BT, config: config)
         }

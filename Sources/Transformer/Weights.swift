@@ -51,12 +51,15 @@ public enum WeightMatrix: @unchecked Sendable {
 
 /// A linear layer: `out = inp · Wᵀ + b`. The weight may be stored as several row blocks (a GGUF
 /// file's separate query, key and value matrices read in place as one q|k|v projection); the
-/// gradients exist only for weights that train (fp32 in the arena, one block).
+/// gradients exist only for weights that train (fp32 in the arena, one block). LoRA adapters
+/// may add low-rank updates to blocks of its rows.
 public struct Linear: @unchecked Sendable {
     public var blocks: [WeightMatrix]
     public var bias: FloatBuffer?
     public var weightGradient: FloatBuffer?
     public var biasGradient: FloatBuffer?
+    /// LoRA adapters on blocks of the output rows (`Layers/LoRA.swift`).
+    public var adapters: [LoRAAdapter] = []
 
     public var outputs: Int { blocks.reduce(0) { $0 + $1.rows } }
     public var inputs: Int { blocks[0].columns }

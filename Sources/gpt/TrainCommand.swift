@@ -107,46 +107,11 @@ struct TrainCommand: ParsableCommand {
         let config = model.config
         FileHandle.standardError.write(Data("model: \(config.family), \(config.layerCount) layers, \(config.headCount) heads, width \(config.embeddingSize), context \(config.contextLength), \(config.parameterCount.formatted()) parameters; \(pool.threadCount) threads\n".utf8))
 
-        do {
-            try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
-        } catch {
-            throw ValidationError("\(out): cannot create the directory (\((error as NSError).localizedDescription))")
+        let finished = try runTraining(trainer, out: outURL) { step in
+            let sample = try sampleText(model: model, tokenizer: tokenizer, prompt: "\n", maxTokens: 48, seed: UInt64(step))
+            return "sample: " + sample.replacingOccurrences(of: "\r", with: "").replacingOccurrences(of: "\n", with: "⏎ ")
         }
-        let interrupted = InterruptFlag()
-        let metrics = try MetricsLog(url: outURL.appendingPathComponent("metrics.jsonl"), truncateAfter: trainer.step)
-        let startStep = trainer.step
-        let started = Date()
-        var recent: [Double] = []
-        while trainer.step < options.steps {
-            let report = try trainer.trainStep()
-            try metrics.append(report)
-            recent.append(report.tokensPerSecond)
-            if recent.count > 20 { recent.removeFirst() }
-            let tokensPerSecond = recent.reduce(0, +) / Double(recent.count)
-            let secondsPerStep = Date().timeIntervalSince(started) / Double(trainer.step - startStep)
-            let eta = secondsPerStep * Double(options.steps - trainer.step)
-            var line = String(format: "step %d/%d | loss %.4f | lr %.2e | norm %.2f | %.0f tok/s | ETA %@",
-                              report.step, options.steps, report.trainLoss, report.learningRate, report.gradientNorm,
-                              tokensPerSecond, formatDuration(eta))
-            if let validationLoss = report.validationLoss {
-                line += String(format: " | val %.4f", validationLoss)
-                FileHandle.standardError.write(Data("\r\(line)\n".utf8))
-                let sample = try sampleText(model: model, tokenizer: tokenizer, prompt: "\n", maxTokens: 48, seed: UInt64(report.step))
-                    .replacingOccurrences(of: "\r", with: "")
-                FileHandle.standardError.write(Data("  sample: \(sample.replacingOccurrences(of: "\n", with: "⏎ "))\n".utf8))
-            } else {
-                FileHandle.standardError.write(Data("\r\(line)   ".utf8))
-            }
-            let periodic = options.checkpointInterval > 0 && trainer.step % options.checkpointInterval == 0
-            if periodic || interrupted.isSet {
-                try save(trainer, to: outURL)
-            }
-            if interrupted.isSet {
-                FileHandle.standardError.write(Data("\ninterrupted: saved step \(trainer.step) to \(out); continue with --resume\n".utf8))
-                return
-            }
-        }
-        try save(trainer, to: outURL)
+        guard finished else { return }
         FileHandle.standardError.write(Data("\ndone: \(out) (model.safetensors, config.json, tokenizer, metrics.jsonl, loss.svg)\n".utf8))
     }
 
@@ -171,13 +136,6 @@ struct TrainCommand: ParsableCommand {
         let problems = config.problems
         guard problems.isEmpty else { throw ValidationError(problems.joined(separator: "; ")) }
         return config
-    }
-
-    func save(_ trainer: Trainer, to directory: URL) throws {
-        try trainer.save(to: directory)
-        let history = try MetricsLog.read(directory.appendingPathComponent("metrics.jsonl"))
-        let svg = LossPlot.svg(train: history.train, validation: history.validation, title: "training loss: \(directory.lastPathComponent)")
-        try Data(svg.utf8).write(to: directory.appendingPathComponent("loss.svg"), options: .atomic)
     }
 }
 

@@ -16,13 +16,13 @@ public struct ParityFixture {
     public let tokens: [Int32], targets: [Int32]
     public let batch: Int, length: Int
 
-    /// The committed fixture `name` (gpt-gelu, gpt-relu, llama-tied, llama-untied).
+    /// The committed fixture `name` (gpt-gelu, gpt-relu, llama-tied, llama-untied, lora-dense, lora-q4_1).
     public static func url(_ name: String) -> URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../TransformerTests/Fixtures/\(name).safetensors").standardized
     }
 
-    public init(_ name: String, dropout: Float = 0, pool: ThreadPool = .shared) throws {
+    public init(_ name: String, dropout: Float = 0, pool: ThreadPool = .shared, trainable: Bool = true) throws {
         file = try SafetensorsFile(url: Self.url(name))
         let meta = try JSONSerialization.jsonObject(with: Data(file.metadata["config"]!.utf8)) as! [String: Any]
         var config: ModelConfig
@@ -41,7 +41,7 @@ public struct ParityFixture {
                            activation: meta["activation"] as? String == "relu" ? .relu : .gelu)
         }
         config.dropout = dropout
-        let model = try LanguageModel(config: config, pool: pool)
+        let model = try LanguageModel(config: config, pool: pool, trainable: trainable)
         self.model = model
         for entry in model.layout.entries {
             for piece in TensorNames.huggingFace(entry.spec, config: config) {

@@ -84,6 +84,9 @@ final class LayerGradientTests: XCTestCase {
                     }
                 }
             }
+            // Two rows per dequantised panel: the input gradient over several panels per block.
+            Linear.backwardPanelElements = 2 * inputs
+            defer { Linear.backwardPanelElements = 1 << 22 }
             checkGradients("quantized linear", inputs: [random(rows * inputs)], forward: { x in
                 let b = Buffers(), out = b.zeros(rows * outputs)
                 linearForward(out: out, inp: UnsafeBufferPointer(b.make(x[0])), linear, rows: rows, workspace: workspace)
@@ -94,6 +97,47 @@ final class LayerGradientTests: XCTestCase {
                                rows: rows, workspace: workspace)
                 return [Array(dinp)]
             })
+        }
+    }
+
+    /// Two LoRA adapters on row blocks of one linear (as q and v of a fused q|k|v), with
+    /// dropout on, over a dense base and a Q4_1 base: input, A and B gradients (the base frozen).
+    func testLoRAAdaptersOverDenseAndQuantizedBase() {
+        let rows = 3, inputs = 64, outputs = 5, rank = 2
+        let workspace = Workspace(pool: .shared)
+        let weights = random(outputs * inputs, scale: 0.2)
+        let bytes = weights.withUnsafeBufferPointer { quantize(.q4_1, $0) }
+        bytes.withUnsafeBytes { raw in
+            for quantized in [false, true] {
+                func linear(_ b: Buffers, _ x: [[Float]], gradients: [FloatBuffer]? = nil) -> Linear {
+                    let base: [WeightMatrix] = quantized
+                        ? [.quantized(.q4_1, raw.baseAddress!, rows: outputs, columns: inputs)]
+                        : [.dense(b.make(weights), rows: outputs, columns: inputs)]
+                    var linear = Linear(blocks: base, bias: nil)
+                    linear.adapters = [(0..<2, 1, 2), (3..<5, 3, 4)].enumerated().map { index, adapter in
+                        LoRAAdapter(rows: adapter.0, rank: rank, scale: 1.5, dropout: 0.25, site: 1_000_000 + index,
+                                    a: b.make(x[adapter.1]), b: b.make(x[adapter.2]),
+                                    aGradient: gradients?[2 * index], bGradient: gradients?[2 * index + 1])
+                    }
+                    return linear
+                }
+                let seed: UInt64 = 77
+                checkGradients("LoRA, quantized base \(quantized)",
+                               inputs: [random(rows * inputs), random(rank * inputs, scale: 0.3), random(2 * rank, scale: 0.3),
+                                        random(rank * inputs, scale: 0.3), random(2 * rank, scale: 0.3)],
+                               forward: { x in
+                    let b = Buffers(), out = b.zeros(rows * outputs)
+                    linearForward(out: out, inp: UnsafeBufferPointer(b.make(x[0])), linear(b, x), rows: rows, trainingSeed: seed,
+                                  workspace: workspace)
+                    return Array(out)
+                }, backward: { x, g in
+                    let b = Buffers(), dinp = b.zeros(rows * inputs)
+                    let gradients = [b.zeros(rank * inputs), b.zeros(2 * rank), b.zeros(rank * inputs), b.zeros(2 * rank)]
+                    linearBackward(dinp: dinp, dout: UnsafeBufferPointer(b.make(g)), inp: UnsafeBufferPointer(b.make(x[0])),
+                                   linear(b, x, gradients: gradients), rows: rows, trainingSeed: seed, workspace: workspace)
+                    return [Array(dinp)] + gradients.map { Array($0) }
+                })
+            }
         }
     }
 

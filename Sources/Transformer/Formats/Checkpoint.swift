@@ -159,9 +159,13 @@ public enum Checkpoint {
 
     /// Loads a checkpoint directory: the config, then every tensor, checked against it. With
     /// `trainable` false the model has no gradient buffers (for generation: half the memory).
-    public static func load(_ directory: URL, pool: ThreadPool = .shared, trainable: Bool = true) throws -> LanguageModel {
+    /// `rotaryPairing` is the RoPE row order to hold q and k in (a run that began from a GGUF
+    /// file resumes in its order, so that its optimizer moments line up with the rows).
+    public static func load(_ directory: URL, pool: ThreadPool = .shared, trainable: Bool = true,
+                            rotaryPairing: ModelConfig.RotaryPairing = .halves) throws -> LanguageModel {
         var config = try loadConfig(directory)
         config.dropout = 0
+        config.rotaryPairing = rotaryPairing
         let model = try LanguageModel(config: config, pool: pool, trainable: trainable)
         let file = try SafetensorsFile(url: directory.appendingPathComponent("model.safetensors"))
         for entry in model.layout.entries {

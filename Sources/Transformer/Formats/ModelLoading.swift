@@ -23,9 +23,18 @@ public enum ModelLoader {
     }
 
     /// A model, its tokenizer and chat template from `path`, for generation (no gradients) or,
-    /// with `trainable`, for training.
-    public static func load(path: String, pool: ThreadPool = .shared, trainable: Bool = false,
+    /// with `trainable`, for training; with `lora`, a PEFT adapter directory attached to it
+    /// (generation, evaluation and serving with a fine-tune's adapters).
+    public static func load(path: String, lora: String? = nil, pool: ThreadPool = .shared, trainable: Bool = false,
                             ggufWeights: GGUFWeights = .inPlace) throws -> Loaded {
+        let loaded = try load(path: path, pool: pool, trainable: trainable, ggufWeights: ggufWeights)
+        if let lora {
+            try loaded.model.attach(try LoRAAdapters.load(URL(fileURLWithPath: lora), config: loaded.model.config))
+        }
+        return loaded
+    }
+
+    private static func load(path: String, pool: ThreadPool, trainable: Bool, ggufWeights: GGUFWeights) throws -> Loaded {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw ModelError("\(path): no such file or directory")

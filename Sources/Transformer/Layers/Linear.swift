@@ -4,17 +4,22 @@ import Kernels
 // Dense weights run as one gemm (a matrix-vector product for one row); quantised weights as a
 // matrix-vector product over the GGML blocks for one row, else as a gemm that dequantises W
 // panel by panel while packing it (W read once for all rows). Quantised weights never train:
-// their backward gives the input gradient only (W dequantised into scratch for that gemm).
+// their backward gives the input gradient only (W dequantised into scratch a panel of rows at a
+// time for that gemm).
 
 extension Linear {
     /// Up to this many rows (a batch of decoding sequences), a quantised weight runs as a
     /// multi-vector matrix-vector product; past it, as a gemm that dequantises while packing.
     static let fewRows = 32
+    /// Floats of a quantised weight dequantised at once for the input gradient (16 MB; tests
+    /// make it small to run several panels).
+    nonisolated(unsafe) static var backwardPanelElements = 1 << 22
 }
 
-/// out (rows, OUT) = inp (rows, IN) · Wᵀ + b.
+/// out (rows, OUT) = inp (rows, IN) · Wᵀ + b (+ the LoRA adapters' updates; `trainingSeed`
+/// turns their dropout on).
 func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: Linear, rows: Int,
-                   workspace: Workspace) {
+                   trainingSeed: UInt64? = nil, workspace: Workspace) {
     let pool = workspace.pool, outputs = linear.outputs, inputs = linear.inputs
     var first = 0
     for block in linear.blocks {
@@ -43,20 +48,28 @@ func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: 
             }
         }
     }
+    adaptersForward(out: out, inp: inp, linear, rows: rows, trainingSeed: trainingSeed, workspace: workspace)
 }
 
 /// dinp (rows, IN) += dout (rows, OUT) · W;  dW (OUT, IN) += doutᵀ · inp;  db (OUT) += Σ_rows dout.
-/// The weight and bias gradients only where `linear` has them (weights that train).
+/// The weight and bias gradients only where `linear` has them (weights that train); the LoRA
+/// adapters' gradients where it has adapters.
 func linearBackward(dinp: FloatBuffer?, dout: UnsafeBufferPointer<Float>, inp: UnsafeBufferPointer<Float>,
-                    _ linear: Linear, rows: Int, workspace: Workspace) {
+                    _ linear: Linear, rows: Int, trainingSeed: UInt64? = nil, workspace: Workspace) {
     let pool = workspace.pool, outputs = linear.outputs, inputs = linear.inputs
     if let dinp {
         var first = 0
         for block in linear.blocks {
-            let n = block.rows
-            gemm(.none, .none, m: rows, n: inputs, k: n, a: UnsafeBufferPointer(rebasing: dout[first...]), lda: outputs,
-                 b: block.dense(rows: 0..<n, scratch: workspace), ldb: inputs, beta: 1, c: dinp, ldc: inputs, pool: pool)
-            first += n
+            // A quantised block is dequantised a panel of rows at a time, so the scratch stays
+            // small (SmolLM2's tied output matrix would take 113 MB whole).
+            var panel = block.rows
+            if case .quantized = block { panel = max(1, Linear.backwardPanelElements / inputs) }
+            for start in stride(from: 0, to: block.rows, by: panel) {
+                let n = min(panel, block.rows - start)
+                gemm(.none, .none, m: rows, n: inputs, k: n, a: UnsafeBufferPointer(rebasing: dout[(first + start)...]), lda: outputs,
+                     b: block.dense(rows: start..<(start + n), scratch: workspace), ldb: inputs, beta: 1, c: dinp, ldc: inputs, pool: pool)
+            }
+            first += block.rows
         }
     }
     if let dW = linear.weightGradient {
@@ -71,4 +84,5 @@ func linearBackward(dinp: FloatBuffer?, dout: UnsafeBufferPointer<Float>, inp: U
             }
         }
     }
+    adaptersBackward(dinp: dinp, dout: dout, inp: inp, linear, rows: rows, trainingSeed: trainingSeed, workspace: workspace)
 }

@@ -24,11 +24,15 @@ func normForward(out: FloatBuffer, statistics: NormStatistics, inp: UnsafeBuffer
     }
 }
 
-/// dinp (rows, C) += d norm / d inp · dout; the weight (and bias) gradients accumulate.
+/// dinp (rows, C) += d norm / d inp · dout; the weight (and bias) gradients accumulate where the
+/// norm has them (a frozen norm's go to a scratch row and are dropped).
 func normBackward(dinp: FloatBuffer, dout: UnsafeBufferPointer<Float>, inp: UnsafeBufferPointer<Float>, _ norm: Norm,
                   statistics: NormStatistics, rows: Int, config: ModelConfig) {
-    guard let dweight = norm.weightGradient else { preconditionFailure("normBackward: the norm has no gradient") }
     let C = config.embeddingSize, weight = UnsafeBufferPointer(norm.weight)
+    let discarded = norm.weightGradient == nil ? FloatBuffer.allocate(capacity: C) : nil
+    defer { discarded?.deallocate() }
+    discarded?.initialize(repeating: 0)
+    let dweight = norm.weightGradient ?? discarded!
     switch config.norm {
     case .rmsNorm:
         rmsNormBackward(dinp: dinp, dweight: dweight, dout: dout, inp: inp, weight: weight,
