@@ -87,7 +87,7 @@ struct ChatCommand: ParsableCommand {
     func run() throws {
         var options = try sampling.options()
         let loaded = try ModelLoader.load(path: model, lora: lora, pool: sampling.pool)
-        let (model, tokenizer, template) = (loaded.model, loaded.tokenizer, loaded.chatTemplate)
+        let (tokenizer, template) = (loaded.tokenizer, loaded.chatTemplate)
         guard let template, template.format != .unknown else {
             throw ValidationError("the model has no chat template SwiftGPT recognises (ChatML, Llama 3, Zephyr); use gpt generate")
         }
