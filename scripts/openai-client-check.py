@@ -11,24 +11,17 @@ API key, and exits non-zero on the first check that fails.
 import argparse
 import concurrent.futures
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 import openai
 
+from server_process import free_port, wait_healthy
+
 KEY = "ci-secret"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check(condition, message):
@@ -45,21 +38,6 @@ def expect_error(kind, status, call, message):
         check(error.status_code == status, f"{message}: {status} ({error.message})")
         return error
     check(False, f"{message}: no {kind.__name__} raised")
-
-
-def wait_healthy(port, process, seconds=300):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"gpt serve exited with {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.2)
-    sys.exit("gpt serve did not become healthy")
 
 
 def main():

@@ -86,7 +86,7 @@ struct ServeBench: AsyncParsableCommand {
         let seconds = (ContinuousClock.now - start).seconds
         let health = try await client.status(of: "/health")
         let after = residentBytes()
-        let change = Double(after - baseline) / Double(baseline)
+        let change = baseline > 0 ? Double(after - baseline) / Double(baseline) : 0  // /proc is Linux's
         if json {
             print(jsonLine(["bench": "serve-mixed", "requests": count, "valid": tally.valid, "invalid": tally.invalid,
                             "wrong_status": tally.wrong, "seconds": seconds, "health_after": health,

@@ -3,6 +3,7 @@ import Foundation
 import NIOHTTP1
 import Generation
 import Server
+import ServerHTTP
 import TestSupport
 import Transformer
 import XCTest
@@ -189,6 +190,34 @@ final class LimitsAndBatchingTests: XCTestCase {
         let count = generated.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
         XCTAssertGreaterThan(count, 0)
         XCTAssertLessThan(count, 230, "the sequence stopped early")
+    }
+
+    /// Until the model is served, /health and the model routes answer 503; then 200.
+    func testUnavailableWhileLoading() async throws {
+        let server = OpenAIHTTPServer(configuration: .init(port: 0, handlesSignals: false))
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let running = Task { try await server.run { continuation.yield($0) } }
+        var iterator = ports.makeAsyncIterator()
+        let listening = await iterator.next()
+        let port = try XCTUnwrap(listening)
+        func status(_ path: String) async throws -> Int {
+            let response = try await ServerHarness.client.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"),
+                                                                  timeout: .seconds(30))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return Int(response.status.code)
+        }
+        let loadingHealth = try await status("/health")
+        let loadingModels = try await status("/v1/models")
+        XCTAssertEqual(loadingHealth, 503)
+        XCTAssertEqual(loadingModels, 503)
+        let engine = try ServingEngine(model: TinyModel.shared.model, tokenizer: TinyModel.shared.tokenizer, metrics: server.metrics)
+        server.serve(OpenAIService(engine: engine, modelName: "tiny", chatTemplate: TinyModel.template))
+        let readyHealth = try await status("/health")
+        let readyModels = try await status("/v1/models")
+        XCTAssertEqual(readyHealth, 200)
+        XCTAssertEqual(readyModels, 200)
+        await server.shutdown()
+        try await running.value
     }
 
     /// A drain (what SIGTERM does): requests in flight finish, new ones get 503, then run returns.
