@@ -11,6 +11,7 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Serve a model over OpenAI's HTTP API (/v1/completions, /v1/chat/completions) with continuous batching.")
 
     @Option(help: "A .gguf file or a checkpoint directory.") var model: String
+    @Option(help: "A LoRA adapter directory (PEFT layout, from gpt finetune) to apply to the model.") var lora: String?
     @Option(help: "The address to listen on.") var host = "127.0.0.1"
     @Option(help: "The port to listen on (0: any free port).") var port = 8080
     @Option(help: "Require this key (Authorization: Bearer KEY) on every route but /health.") var apiKey: String?
@@ -50,13 +51,13 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: .init(host: host, port: port, apiKey: key, maxBodyBytes: maxBody, gracePeriod: .seconds(grace)),
             logger: logger)
         // The listener comes up first (/health answers 503) while the model loads.
-        let (path, threads, ctx) = (model, threads, ctx)
+        let (path, lora, threads, ctx) = (model, lora, threads, ctx)
         let limits = ServingEngine.Limits(maxBatch: maxBatch, maxQueue: maxQueue, chunkTokens: chunk,
                                           kvBudgetBytes: kvBudget.map { $0 << 20 })
         let modelName = name ?? URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
         let loading = Task.detached {
             let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
-            let loaded = try ModelLoader.load(path: path, pool: pool)
+            let loaded = try ModelLoader.load(path: path, lora: lora, pool: pool)
             var limits = limits
             limits.contextLength = min(ctx ?? 4096, loaded.model.config.contextLength)
             let engine = try ServingEngine(model: loaded.model, tokenizer: loaded.tokenizer, limits: limits,
