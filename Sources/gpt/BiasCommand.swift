@@ -57,7 +57,10 @@ struct BiasCommand: ParsableCommand {
         }
         printSummary(reports)
         if let output {
-            let object: Any = reports.count == 1 ? reports[0].json : ["plain": reports[0].json, "self_debiased": reports[1].json]
+            // The first run's figures at top level (ss, lms, icat for StereoSet); with --compare the
+            // self-debiased run's under "self_debiased".
+            var object = reports[0].json
+            if reports.count == 2 { object["self_debiased"] = reports[1].json }
             try writeAtomically(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: output)
         }
         if let html { try writeAtomically(Data(BiasReport.html(reports, model: model).utf8), to: html) }
