@@ -84,9 +84,7 @@ public struct BiasAudit {
     }
 
     func bad(_ path: String, _ line: Int, _ what: String) throws {
-        let message = "\(path):\(line): \(what)"
-        guard skipBad else { throw EvaluationError(message + " (--skip-bad skips such lines)") }
-        warn(message)
+        try BadLines(path: path, skip: skipBad, warn: warn).report(line, what)
     }
 
     // MARK: StereoSet
@@ -105,7 +103,7 @@ public struct BiasAudit {
             }
         }
         var examples: [Example] = []
-        for (number, line) in try jsonLines(path) {
+        for (number, line) in try numberedLines(path) {
             if let limit, examples.count >= limit { break }
             guard let example = try? JSONDecoder().decode(Example.self, from: line) else {
                 try bad(path, number, "not a StereoSet example (type, bias_type, context, stereotype, anti-stereotype, unrelated)")
@@ -209,7 +207,7 @@ public struct BiasAudit {
             var category: String?
         }
         var items: [Item] = []
-        for (number, line) in try jsonLines(path) {
+        for (number, line) in try numberedLines(path) {
             if let limit, items.count >= limit { break }
             guard let item = try? JSONDecoder().decode(Item.self, from: line) else {
                 try bad(path, number, "not a BBQ item (context, question, ans0-2, label, context_condition, question_polarity, answer_info, additional_metadata)")
@@ -274,13 +272,5 @@ public struct BiasAudit {
         if ["f", "woman", "women", "girl", "female"].contains(lower) { return "F" }
         if ["m", "man", "men", "boy", "male"].contains(lower) { return "M" }
         return label
-    }
-
-    /// The non-empty lines of a file with their line numbers.
-    func jsonLines(_ path: String) throws -> [(Int, Data)] {
-        let bytes = try readMaybeGzipped(path)
-        return bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated().compactMap { index, line in
-            line.allSatisfy({ $0 == 32 || $0 == 13 || $0 == 9 }) ? nil : (index + 1, Data(line))
-        }
     }
 }

@@ -44,6 +44,26 @@ func gunzip(_ input: [UInt8], name: String) throws -> [UInt8] {
     return output
 }
 
+/// The non-blank lines of a file (gzip or not), with their line numbers from 1.
+func numberedLines(_ path: String) throws -> [(number: Int, bytes: Data)] {
+    try readMaybeGzipped(path).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
+        .compactMap { index, line in line.allSatisfy { $0 == 0x20 || $0 == 0x0D || $0 == 0x09 } ? nil : (index + 1, Data(line)) }
+}
+
+/// What happens to a malformed line of an input file: an error naming the file and line, or with
+/// `skip` (--skip-bad) a warning and the line left out.
+struct BadLines {
+    let path: String
+    let skip: Bool
+    let warn: (String) -> Void
+
+    func report(_ line: Int, _ what: String) throws {
+        let message = "\(path):\(line): \(what)"
+        guard skip else { throw EvaluationError(message + " (--skip-bad skips such lines)") }
+        warn(message)
+    }
+}
+
 /// What went wrong in an evaluation, in one line.
 public struct EvaluationError: Error, CustomStringConvertible {
     public let description: String

@@ -42,12 +42,9 @@ public struct LoglikelihoodScorer {
     }
 
     func plan(_ group: ScoringGroup) -> [Plan] {
-        var context = Substring(group.context)
-        var spaces = Substring("")
-        while let last = context.last, last.isWhitespace {
-            spaces = String(last) + spaces
-            context = context.dropLast()
-        }
+        // lm-eval moves the context's trailing whitespace to the front of each continuation.
+        let end = group.context.lastIndex { !$0.isWhitespace }.map(group.context.index(after:)) ?? group.context.startIndex
+        let context = group.context[..<end], spaces = group.context[end...]
         let contextTokens = context.isEmpty ? [prefixToken] : tokenizer.encode(String(context))
         var sequences: [[Int]] = [], contextLengths: [Int] = [], cut = false
         for continuation in group.continuations {

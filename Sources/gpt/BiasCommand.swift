@@ -67,17 +67,14 @@ struct BiasCommand: ParsableCommand {
     }
 
     private func printSummary(_ reports: [BiasReport]) {
-        let first = reports[0]
-        let rows = [("overall", first.overall)] + first.sections.map { ($0.name, $0.metrics) } + first.groups.map { ($0.name, $0.metrics) }
-        let width = rows.map(\.0.count).max() ?? 0
-        for (r, row) in rows.enumerated() {
-            var line = row.0.padding(toLength: width, withPad: " ", startingAt: 0)
-            for (m, metric) in row.1.enumerated() {
-                let values = reports.map { report -> String in
-                    let all = [report.overall] + report.sections.map(\.metrics) + report.groups.map(\.metrics)
-                    return String(format: "%.2f", all[r][m].value)
-                }
-                line += "  \(metric.name) " + values.joined(separator: " -> ")
+        // Each report's rows in the same order: overall, sections, groups.
+        let tables = reports.map { [$0.overall] + $0.sections.map(\.metrics) + $0.groups.map(\.metrics) }
+        let names = ["overall"] + reports[0].sections.map(\.name) + reports[0].groups.map(\.name)
+        let width = names.map(\.count).max() ?? 0
+        for (r, name) in names.enumerated() {
+            var line = name.padding(toLength: width, withPad: " ", startingAt: 0)
+            for (m, metric) in tables[0][r].enumerated() {
+                line += "  \(metric.name) " + tables.map { String(format: "%.2f", $0[r][m].value) }.joined(separator: " -> ")
             }
             print(line)
         }
