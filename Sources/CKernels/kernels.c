@@ -277,47 +277,6 @@ float sg_dot(int isa, long n, const float *x, const float *y) {
     return dot_portable(n, x, y);
 }
 
-SG_AVX2 static void attention_scores_avx2(long n, long hd, const float *q, const float *keys, long ld, float scale, float *out) {
-    for (long j = 0; j < n; j++) out[j] = dot_avx2(hd, q, keys + j * ld) * scale;
-}
-
-SG_AVX2 static void attention_values_avx2(long n, long hd, const float *weights, const float *values, long ld, float *out) {
-    long i = 0;
-    for (; i + 32 <= hd; i += 32) {
-        __m256 a0 = _mm256_loadu_ps(out + i), a1 = _mm256_loadu_ps(out + i + 8);
-        __m256 a2 = _mm256_loadu_ps(out + i + 16), a3 = _mm256_loadu_ps(out + i + 24);
-        for (long j = 0; j < n; j++) {
-            __m256 w = _mm256_set1_ps(weights[j]);
-            const float *v = values + j * ld + i;
-            a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
-            a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), a1);
-            a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), a2);
-            a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), a3);
-        }
-        _mm256_storeu_ps(out + i, a0); _mm256_storeu_ps(out + i + 8, a1);
-        _mm256_storeu_ps(out + i + 16, a2); _mm256_storeu_ps(out + i + 24, a3);
-    }
-    for (; i < hd; i++)
-        for (long j = 0; j < n; j++) out[i] += weights[j] * values[j * ld + i];
-}
-
-void sg_attention_scores(int isa, long n, long hd, const float *q, const float *keys, long ld, float scale, float *out) {
-#if SG_X86
-    if (isa >= SG_ISA_AVX2_FMA) { attention_scores_avx2(n, hd, q, keys, ld, scale, out); return; }
-#endif
-    (void)isa;
-    for (long j = 0; j < n; j++) out[j] = dot_portable(hd, q, keys + j * ld) * scale;
-}
-
-void sg_attention_values(int isa, long n, long hd, const float *weights, const float *values, long ld, float *out) {
-#if SG_X86
-    if (isa >= SG_ISA_AVX2_FMA) { attention_values_avx2(n, hd, weights, values, ld, out); return; }
-#endif
-    (void)isa;
-    for (long j = 0; j < n; j++)
-        for (long i = 0; i < hd; i++) out[i] += weights[j] * values[j * ld + i];
-}
-
 void sg_matvec(int isa, long rows, long k, const float *a, long lda, const float *x,
                float *y, float alpha, float beta) {
 #if SG_X86
@@ -906,6 +865,191 @@ SG_AVX2Q static void qmatvec_avx2(int type, long rows, long k, const unsigned ch
     if (sums != sums_stack) free(sums);
 }
 #endif
+
+// ---------------------------------------------------------------------------------------------
+// Decoding attention for the query heads that share one key/value head (grouped-query
+// attention): each cached key and value row is loaded once for all of them. Scores run in tiles
+// of 4 positions x up to 4 queries (AVX2: 2), whose dot products are summed across lanes four
+// at a time; values in chunks of 64 (AVX2: 32) columns.
+
+#if SG_X86
+// Scores of `m` queries (a constant after inlining) against 4 positions of keys k[0..3].
+SG_AVX512Q static inline __attribute__((always_inline)) void scores_tile_avx512(
+        int m, long hd, const float *q, long ldq, const float *const k[4], float scale, float *out, long ldo, long count) {
+    __m512 acc[4][4];
+    for (int i = 0; i < 4; i++) for (int p = 0; p < 4; p++) acc[i][p] = _mm512_setzero_ps();
+    for (long d = 0; d < hd; d += 16) {
+        __m512 key[4] = {_mm512_loadu_ps(k[0] + d), _mm512_loadu_ps(k[1] + d), _mm512_loadu_ps(k[2] + d), _mm512_loadu_ps(k[3] + d)};
+        for (int i = 0; i < 4; i++) {
+            if (i >= m) break;
+            __m512 query = _mm512_loadu_ps(q + i * ldq + d);
+            for (int p = 0; p < 4; p++) acc[i][p] = _mm512_fmadd_ps(query, key[p], acc[i][p]);
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        __m128 s = _mm_mul_ps(reduce4_avx512(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), _mm_set1_ps(scale));
+        if (count == 4) { _mm_storeu_ps(out + i * ldo, s); continue; }
+        float lanes[4];
+        _mm_storeu_ps(lanes, s);
+        for (long p = 0; p < count; p++) out[i * ldo + p] = lanes[p];
+    }
+}
+
+SG_AVX512Q static void attention_scores_avx512(long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
+                                               float scale, float *out, long ldo) {
+    for (long i0 = 0; i0 < nq; i0 += 4) {
+        long m = nq - i0 < 4 ? nq - i0 : 4;
+        for (long j = 0; j < n; j += 4) {
+            long count = n - j < 4 ? n - j : 4;
+            // A tile past the last position repeats it (computed, not stored).
+            const float *k[4];
+            for (long p = 0; p < 4; p++) k[p] = keys + (j + (p < count ? p : count - 1)) * ld;
+            const float *qi = q + i0 * ldq;
+            float *o = out + i0 * ldo + j;
+            switch (m) {
+            case 1: scores_tile_avx512(1, hd, qi, ldq, k, scale, o, ldo, count); break;
+            case 2: scores_tile_avx512(2, hd, qi, ldq, k, scale, o, ldo, count); break;
+            case 3: scores_tile_avx512(3, hd, qi, ldq, k, scale, o, ldo, count); break;
+            default: scores_tile_avx512(4, hd, qi, ldq, k, scale, o, ldo, count); break;
+            }
+        }
+    }
+}
+
+// out[i][c..] += Σ_j w[i][j] · values[j][c..] for `m` queries and `vecs` registers of 16 columns.
+SG_AVX512Q static inline __attribute__((always_inline)) void values_tile_avx512(
+        int m, int vecs, long n, const float *w, long ldw, const float *values, long ld, float *out, long ldout) {
+    __m512 acc[4][4];
+    for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) acc[i][c] = _mm512_loadu_ps(out + i * ldout + 16 * c);
+    for (long j = 0; j < n; j++) {
+        __m512 v[4];
+        for (int c = 0; c < vecs; c++) v[c] = _mm512_loadu_ps(values + j * ld + 16 * c);
+        for (int i = 0; i < m; i++) {
+            __m512 weight = _mm512_set1_ps(w[i * ldw + j]);
+            for (int c = 0; c < vecs; c++) acc[i][c] = _mm512_fmadd_ps(weight, v[c], acc[i][c]);
+        }
+    }
+    for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) _mm512_storeu_ps(out + i * ldout + 16 * c, acc[i][c]);
+}
+
+SG_AVX512Q static void attention_values_avx512(long nq, long n, long hd, const float *w, long ldw, const float *values, long ld,
+                                               float *out, long ldout) {
+    for (long d = 0; d < hd;) {
+        int vecs = hd - d >= 64 ? 4 : 1;
+        for (long i0 = 0; i0 < nq; i0 += 4) {
+            long m = nq - i0 < 4 ? nq - i0 : 4;
+            const float *wi = w + i0 * ldw;
+            float *o = out + i0 * ldout + d;
+            if (vecs == 4) {
+                switch (m) {
+                case 1: values_tile_avx512(1, 4, n, wi, ldw, values + d, ld, o, ldout); break;
+                case 2: values_tile_avx512(2, 4, n, wi, ldw, values + d, ld, o, ldout); break;
+                case 3: values_tile_avx512(3, 4, n, wi, ldw, values + d, ld, o, ldout); break;
+                default: values_tile_avx512(4, 4, n, wi, ldw, values + d, ld, o, ldout); break;
+                }
+            } else {
+                values_tile_avx512((int)m, 1, n, wi, ldw, values + d, ld, o, ldout);
+            }
+        }
+        d += 16 * vecs;
+    }
+}
+
+// The sums of the 8 lanes of a, b, c and d, as one vector of 4.
+SG_AVX2 static inline __m128 reduce4_avx2(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+SG_AVX2 static inline __attribute__((always_inline)) void scores_tile_avx2(
+        int m, long hd, const float *q, long ldq, const float *const k[4], float scale, float *out, long ldo, long count) {
+    __m256 acc[2][4];
+    for (int i = 0; i < 2; i++) for (int p = 0; p < 4; p++) acc[i][p] = _mm256_setzero_ps();
+    for (long d = 0; d < hd; d += 8) {
+        __m256 key[4] = {_mm256_loadu_ps(k[0] + d), _mm256_loadu_ps(k[1] + d), _mm256_loadu_ps(k[2] + d), _mm256_loadu_ps(k[3] + d)};
+        for (int i = 0; i < m; i++) {
+            __m256 query = _mm256_loadu_ps(q + i * ldq + d);
+            for (int p = 0; p < 4; p++) acc[i][p] = _mm256_fmadd_ps(query, key[p], acc[i][p]);
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        __m128 s = _mm_mul_ps(reduce4_avx2(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), _mm_set1_ps(scale));
+        if (count == 4) { _mm_storeu_ps(out + i * ldo, s); continue; }
+        float lanes[4];
+        _mm_storeu_ps(lanes, s);
+        for (long p = 0; p < count; p++) out[i * ldo + p] = lanes[p];
+    }
+}
+
+SG_AVX2 static void attention_scores_avx2(long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
+                                          float scale, float *out, long ldo) {
+    for (long i0 = 0; i0 < nq; i0 += 2) {
+        for (long j = 0; j < n; j += 4) {
+            long count = n - j < 4 ? n - j : 4;
+            const float *k[4];
+            for (long p = 0; p < 4; p++) k[p] = keys + (j + (p < count ? p : count - 1)) * ld;
+            if (nq - i0 >= 2) scores_tile_avx2(2, hd, q + i0 * ldq, ldq, k, scale, out + i0 * ldo + j, ldo, count);
+            else scores_tile_avx2(1, hd, q + i0 * ldq, ldq, k, scale, out + i0 * ldo + j, ldo, count);
+        }
+    }
+}
+
+SG_AVX2 static inline __attribute__((always_inline)) void values_tile_avx2(
+        int m, int vecs, long n, const float *w, long ldw, const float *values, long ld, float *out, long ldout) {
+    __m256 acc[2][4];
+    for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) acc[i][c] = _mm256_loadu_ps(out + i * ldout + 8 * c);
+    for (long j = 0; j < n; j++) {
+        __m256 v[4];
+        for (int c = 0; c < vecs; c++) v[c] = _mm256_loadu_ps(values + j * ld + 8 * c);
+        for (int i = 0; i < m; i++) {
+            __m256 weight = _mm256_broadcast_ss(w + i * ldw + j);
+            for (int c = 0; c < vecs; c++) acc[i][c] = _mm256_fmadd_ps(weight, v[c], acc[i][c]);
+        }
+    }
+    for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) _mm256_storeu_ps(out + i * ldout + 8 * c, acc[i][c]);
+}
+
+SG_AVX2 static void attention_values_avx2(long nq, long n, long hd, const float *w, long ldw, const float *values, long ld,
+                                          float *out, long ldout) {
+    for (long d = 0; d < hd;) {
+        int vecs = hd - d >= 32 ? 4 : 1;
+        for (long i0 = 0; i0 < nq; i0 += 2) {
+            int m = nq - i0 >= 2 ? 2 : 1;
+            const float *wi = w + i0 * ldw;
+            float *o = out + i0 * ldout + d;
+            if (vecs == 4) {
+                if (m == 2) values_tile_avx2(2, 4, n, wi, ldw, values + d, ld, o, ldout);
+                else values_tile_avx2(1, 4, n, wi, ldw, values + d, ld, o, ldout);
+            } else {
+                values_tile_avx2(m, 1, n, wi, ldw, values + d, ld, o, ldout);
+            }
+        }
+        d += 8 * vecs;
+    }
+}
+#endif
+
+void sg_attention_scores(int isa, long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
+                         float scale, float *out, long ldo) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512 && hd % 16 == 0) { attention_scores_avx512(nq, n, hd, q, ldq, keys, ld, scale, out, ldo); return; }
+    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) { attention_scores_avx2(nq, n, hd, q, ldq, keys, ld, scale, out, ldo); return; }
+#endif
+    for (long i = 0; i < nq; i++)
+        for (long j = 0; j < n; j++) out[i * ldo + j] = sg_dot(isa, hd, q + i * ldq, keys + j * ld) * scale;
+}
+
+void sg_attention_values(int isa, long nq, long n, long hd, const float *weights, long ldw, const float *values, long ld,
+                         float *out, long ldout) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512 && hd % 16 == 0) { attention_values_avx512(nq, n, hd, weights, ldw, values, ld, out, ldout); return; }
+    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) { attention_values_avx2(nq, n, hd, weights, ldw, values, ld, out, ldout); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < nq; i++)
+        for (long j = 0; j < n; j++)
+            for (long c = 0; c < hd; c++) out[i * ldout + c] += weights[i * ldw + j] * values[j * ld + c];
+}
 
 void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {
 #if SG_X86

@@ -489,8 +489,14 @@ public final class LanguageModel: @unchecked Sendable {
         }
         let site = 1 + 3 * l
         let attentionStart = timer == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        pool.parallelFor(spans.count * NH) { index in
-            let span = spans[index / NH], h = index % NH, g = h / group
+        // Decoding rows run the query heads that share a key/value head together, other rows a head at a time.
+        var units: [(span: Int, head: Int, decoding: Bool)] = []
+        for (index, span) in spans.enumerated() {
+            let decoding = span.rows <= 4 && dropout == nil
+            for h in stride(from: 0, to: NH, by: decoding ? group : 1) { units.append((index, h, decoding)) }
+        }
+        pool.parallelFor(units.count) { index in
+            let unit = units[index], span = spans[unit.span], h = unit.head, g = h / group
             let S = span.keyCount, attention = span.attentionBase + h * span.rows * S
             let q = UnsafePointer(a.qkv.baseAddress! + span.first * W + h * hd)
             let rows: KeyValueRows
@@ -504,10 +510,15 @@ public final class LanguageModel: @unchecked Sendable {
                 let k = a.qkv.baseAddress! + span.first * W + NH * hd + g * hd
                 rows = .contiguous(keys: k, values: k + kv, ld: W)
             }
-            attentionHeadForward(y: a.attended.baseAddress! + span.first * C + h * hd, ldy: C,
-                                 probabilities: a.probabilities.baseAddress! + attention, q: q, ldq: W,
-                                 kv: rows, T: span.rows, S: S, offset: span.offset, headSize: hd,
-                                 dropout: dropout.map { ($0, site, attention, a.dropped.baseAddress! + attention) })
+            let y = a.attended.baseAddress! + span.first * C + h * hd, probabilities = a.probabilities.baseAddress! + attention
+            if unit.decoding {
+                attentionGroupDecode(y: y, ldy: C, probabilities: probabilities, headStride: span.rows * S, q: q, ldq: W, group: group,
+                                     kv: rows, T: span.rows, S: S, offset: span.offset, headSize: hd)
+            } else {
+                attentionHeadForward(y: y, ldy: C, probabilities: probabilities, q: q, ldq: W, kv: rows, T: span.rows, S: S,
+                                     offset: span.offset, headSize: hd,
+                                     dropout: dropout.map { ($0, site, attention, a.dropped.baseAddress! + attention) })
+            }
         }
         if let timer { timer.attentionSeconds += Double(DispatchTime.now().uptimeNanoseconds - attentionStart) / 1e9 }
         timed(timer) {

@@ -233,10 +233,20 @@ final class LayerGradientTests: XCTestCase {
         let W = (NH + 2 * NKV) * hd, C = NH * hd, kv = NKV * hd
         func forward(_ qkv: [Float], offset: Int = 0, rows: Int = T) -> [Float] {
             let b = Buffers(), buffer = b.make(qkv), y = b.zeros(T * C), probabilities = b.zeros(NH * T * T)
+            if offset > 0 {
+                for g in 0..<NKV {
+                    let q = buffer.baseAddress! + offset * W + g * group * hd, k = buffer.baseAddress! + NH * hd + g * hd
+                    attentionGroupDecode(y: y.baseAddress! + offset * C + g * group * hd, ldy: C,
+                                         probabilities: probabilities.baseAddress! + g * group * T * T, headStride: T * T, q: q, ldq: W,
+                                         group: group, kv: .contiguous(keys: k, values: k + kv, ld: W), T: rows, S: offset + rows,
+                                         offset: offset, headSize: hd)
+                }
+                return Array(y)
+            }
             for h in 0..<NH {
-                let g = h / group, q = buffer.baseAddress! + offset * W + h * hd, k = buffer.baseAddress! + NH * hd + g * hd
-                attentionHeadForward(y: y.baseAddress! + offset * C + h * hd, ldy: C, probabilities: probabilities.baseAddress! + h * T * T,
-                                     q: q, ldq: W, kv: .contiguous(keys: k, values: k + kv, ld: W), T: rows, S: offset + rows, offset: offset, headSize: hd)
+                let g = h / group, q = buffer.baseAddress! + h * hd, k = buffer.baseAddress! + NH * hd + g * hd
+                attentionHeadForward(y: y.baseAddress! + h * hd, ldy: C, probabilities: probabilities.baseAddress! + h * T * T,
+                                     q: q, ldq: W, kv: .contiguous(keys: k, values: k + kv, ld: W), T: rows, S: rows, offset: 0, headSize: hd)
             }
             return Array(y)
         }
@@ -285,6 +295,49 @@ final class LayerGradientTests: XCTestCase {
             }
             return [Array(dQKV)]
         })
+    }
+
+    /// Decoding rows over a paged cache (blocks out of order, a partial last block) for groups of
+    /// 1 to 6 query heads per key/value head and head sizes on and off the vector widths, against
+    /// float64: the kernels' tiles of positions and queries and their tails.
+    func testGroupedDecodeOverPagedKeys() {
+        let blockSize = 16, table: [Int32] = [3, 0, 2, 1], S = 53, T = 3, offset = S - T
+        for (group, hd) in [(1, 64), (3, 64), (6, 16), (4, 24), (5, 128), (2, 80), (3, 8)] {
+            let kvLd = 2 * hd, rowStride = group * hd
+            let keys = random(table.count * blockSize * kvLd), q = random(T * rowStride)
+            let b = Buffers(), pooled = b.make(keys), queries = b.make(q)
+            let y = b.zeros(T * rowStride), probabilities = b.zeros(group * T * S)
+            table.withUnsafeBufferPointer { table in
+                // Keys in the first hd columns of each pooled row, values in the next hd.
+                let rows = KeyValueRows(keys: pooled.baseAddress!, values: pooled.baseAddress! + hd, ld: kvLd,
+                                        table: table.baseAddress!, blockSize: blockSize)
+                attentionGroupDecode(y: y.baseAddress!, ldy: rowStride, probabilities: probabilities.baseAddress!, headStride: T * S,
+                                     q: queries.baseAddress!, ldq: rowStride, group: group, kv: rows, T: T, S: S, offset: offset, headSize: hd)
+            }
+            func pooledRow(_ position: Int) -> Int { (Int(table[position / blockSize]) * blockSize + position % blockSize) * kvLd }
+            var worst = 0.0, worstProbability = 0.0
+            for t in 0..<T {
+                for i in 0..<group {
+                    let limit = offset + t + 1
+                    var scores = (0..<limit).map { j in
+                        (0..<hd).reduce(0.0) { $0 + Double(q[t * rowStride + i * hd + $1]) * Double(keys[pooledRow(j) + $1]) } / Double(hd).squareRoot()
+                    }
+                    let m = scores.max()!
+                    scores = scores.map { exp($0 - m) }
+                    let total = scores.reduce(0, +)
+                    for j in 0..<S {
+                        let expected = j < limit ? scores[j] / total : 0
+                        worstProbability = max(worstProbability, abs(Double(probabilities[i * T * S + t * S + j]) - expected))
+                    }
+                    for c in 0..<hd {
+                        let expected = (0..<limit).reduce(0.0) { $0 + scores[$1] / total * Double(keys[pooledRow($1) + hd + c]) }
+                        worst = max(worst, abs(Double(y[t * rowStride + i * hd + c]) - expected))
+                    }
+                }
+            }
+            XCTAssertLessThan(worst, 1e-5, "group \(group), head size \(hd): outputs")
+            XCTAssertLessThan(worstProbability, 1e-6, "group \(group), head size \(hd): probabilities")
+        }
     }
 
     func testEmbedding() {

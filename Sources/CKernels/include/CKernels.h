@@ -85,10 +85,14 @@ void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, lo
 void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, long row_bytes, long n,
                          const float *x, long ldx, float *y, long ldy);
 
-/// Decoding attention over one run of n cached positions (rows `ld` apart) of one head of size
-/// hd: out[j] = scale · q · keys[j], and out += Σ_j weights[j] · values[j].
-void sg_attention_scores(int isa, long n, long hd, const float *q, const float *keys, long ld, float scale, float *out);
-void sg_attention_values(int isa, long n, long hd, const float *weights, const float *values, long ld, float *out);
+/// Decoding attention over one run of n cached positions (rows `ld` apart) for nq query heads that
+/// share a key/value head of size hd (queries `ldq` apart): out[i][j] = scale · q[i] · keys[j]
+/// (rows of out `ldo` apart), and out[i] += Σ_j weights[i][j] · values[j] (weights rows `ldw`
+/// apart, out rows `ldout` apart). Each key and value row is read once for all the queries.
+void sg_attention_scores(int isa, long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
+                         float scale, float *out, long ldo);
+void sg_attention_values(int isa, long nq, long n, long hd, const float *weights, long ldw, const float *values, long ld,
+                         float *out, long ldout);
 
 /// y = silu(gate) · up = gate / (1 + exp(-gate)) · up, elementwise (SwiGLU's forward).
 void sg_swiglu(int isa, long n, const float *gate, const float *up, float *y);

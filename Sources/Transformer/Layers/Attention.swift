@@ -38,28 +38,38 @@ struct KeyValueRows {
     }
 }
 
-/// One attention head's forward pass. With `dropout`, the probabilities used for y are dropped
-/// out into `dropped` (T, S) while `probabilities` keeps them whole for backward.
+/// Decoding rows (a few new rows of one sequence, no dropout) of the `group` query heads that
+/// read one key/value head: every cached key and value is loaded once for all of them.
+///   q: the first head's columns of row 0; the group's heads are `hd` apart in a row, as in y
+///   probabilities: head i's row t at probabilities + i · headStride + t · S
+func attentionGroupDecode(y: UnsafeMutablePointer<Float>, ldy: Int, probabilities: UnsafeMutablePointer<Float>, headStride: Int,
+                          q: UnsafePointer<Float>, ldq: Int, group: Int, kv: KeyValueRows, T: Int, S: Int, offset: Int,
+                          headSize hd: Int) {
+    let scale = 1 / Float(hd).squareRoot(), isa = InstructionSet.best.rawValue
+    for t in 0..<T {
+        let p = probabilities + t * S, limit = offset + t + 1, out = y + t * ldy, queries = q + t * ldq
+        kv.forEachRun(below: limit) { first, n, keys, _ in
+            sg_attention_scores(isa, group, n, hd, queries, hd, keys, kv.ld, scale, p + first, headStride)
+        }
+        for i in 0..<group {
+            let row = p + i * headStride
+            _ = sg_softmax_row(isa, limit, row)
+            for j in limit..<S { row[j] = 0 }
+        }
+        out.update(repeating: 0, count: group * hd)
+        kv.forEachRun(below: limit) { first, n, _, values in
+            sg_attention_values(isa, group, n, hd, p + first, headStride, values, kv.ld, out, hd)
+        }
+    }
+}
+
+/// One attention head's forward pass over a sequence's rows, through a gemm per run of keys.
+/// With `dropout`, the probabilities used for y are dropped out into `dropped` (T, S) while
+/// `probabilities` keeps them whole for backward.
 func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilities: UnsafeMutablePointer<Float>,
                           q: UnsafePointer<Float>, ldq: Int, kv: KeyValueRows, T: Int, S: Int, offset: Int, headSize hd: Int,
                           dropout: (Dropout, site: Int, index: Int, dropped: UnsafeMutablePointer<Float>)? = nil) {
     let scale = 1 / Float(hd).squareRoot(), seen = offset + T, isa = InstructionSet.best.rawValue
-    if T <= 4 && dropout == nil {
-        // Decoding: a few rows, each a dot product per cached position and a weighted sum.
-        for t in 0..<T {
-            let p = probabilities + t * S, limit = offset + t + 1, out = y + t * ldy
-            kv.forEachRun(below: limit) { first, n, keys, _ in
-                sg_attention_scores(isa, n, hd, q + t * ldq, keys, kv.ld, scale, p + first)
-            }
-            _ = sg_softmax_row(isa, limit, p)
-            for j in limit..<S { p[j] = 0 }
-            out.update(repeating: 0, count: hd)
-            kv.forEachRun(below: limit) { first, n, _, values in
-                sg_attention_values(isa, n, hd, p + first, values, kv.ld, out)
-            }
-        }
-        return
-    }
     // scores (T, seen) = scale · q kᵀ, run by run, then a causal softmax per row.
     let queries = UnsafeBufferPointer(start: q, count: (T - 1) * ldq + hd)
     kv.forEachRun(below: seen) { first, n, keys, _ in
