@@ -88,10 +88,8 @@ public struct Sampler: Sendable {
             }
             adjusted[id] -= options.frequencyPenalty * Float(count) + (count > 0 ? options.presencePenalty : 0)
         }
-        let maxLogit = adjusted.max()!
-        var logSum: Double = 0
-        for value in adjusted { logSum += exp(Double(value - maxLogit)) }
-        let logNormalizer = Float(log(logSum)) + maxLogit
+        var probabilities = adjusted
+        let logNormalizer = probabilities.withUnsafeMutableBufferPointer { softmaxInPlace($0) }
         let chosen: Int
         if options.temperature == 0 || options.topK == 1 {
             chosen = Self.argmax(adjusted)
@@ -114,12 +112,16 @@ public struct Sampler: Sendable {
         func before(_ a: Int, _ b: Int) -> Bool { logits[a] != logits[b] ? logits[a] > logits[b] : a < b }
         let pool: [Int]? = options.topK.flatMap { $0 < logits.count ? Self.largest(logits, count: $0) : nil }
         let maxLogit = pool.map { logits[$0[0]] } ?? logits.max()!
-        let temperature = Double(options.temperature)
-        // Every token's weight once (the pool's only, with top-k): exp is the costly part.
-        var all: [Double] = []
-        if pool == nil { all = logits.map { exp(Double($0 - maxLogit) / temperature) } }
-        func weight(_ i: Int) -> Double { pool == nil ? all[i] : exp(Double(logits[i] - maxLogit) / temperature) }
-        let total = pool.map { $0.reduce(0.0) { $0 + weight($1) } } ?? all.reduce(0, +)
+        let temperature = options.temperature
+        // Every token's weight exp((logit - max) / temperature) once, by the vectorised exp (the
+        // pool's only, with top-k).
+        var all: [Float] = []
+        if pool == nil {
+            all = logits.map { ($0 - maxLogit) / temperature }
+            all.withUnsafeMutableBufferPointer { exponential(UnsafeBufferPointer($0), into: $0) }
+        }
+        func weight(_ i: Int) -> Double { pool == nil ? Double(all[i]) : exp(Double((logits[i] - maxLogit) / temperature)) }
+        let total = pool.map { $0.reduce(0.0) { $0 + weight($1) } } ?? all.reduce(0.0) { $0 + Double($1) }
         // The candidates in order, enough of them to hold the top-p mass.
         var candidates: [Int]
         if let pool {
@@ -127,8 +129,8 @@ public struct Sampler: Sendable {
         } else if let topP = options.topP, topP < 1 {
             var floor = 1e-3
             while true {
-                let above = all.indices.filter { all[$0] >= floor }
-                if above.reduce(0.0, { $0 + all[$1] }) >= Double(topP) * total || floor < 1e-30 {
+                let above = all.indices.filter { Double(all[$0]) >= floor }
+                if above.reduce(0.0, { $0 + Double(all[$1]) }) >= Double(topP) * total || floor < 1e-30 {
                     candidates = floor < 1e-30 ? Array(logits.indices) : above
                     break
                 }

@@ -42,13 +42,14 @@ public func dequantize(_ type: GGMLType, _ source: UnsafeRawPointer, count: Int,
 }
 
 /// y (rows) = W · x for a GGML tensor W of `rows` rows of `k` elements, dequantised block by
-/// block inside the kernel (x stays fp32), parallel over blocks of rows.
+/// block inside the kernel (x stays fp32), parallel over pieces of rows handed out as threads
+/// become free.
 public func quantizedMatvec(_ type: GGMLType, rows: Int, k: Int, weights: UnsafeRawPointer,
                             x: UnsafeBufferPointer<Float>, y: UnsafeMutableBufferPointer<Float>,
                             pool: ThreadPool = .shared, isa: InstructionSet = .best) {
     precondition(k % type.blockSize == 0 && x.count >= k && y.count >= rows, "quantizedMatvec: bad sizes")
     let rowBytes = k / type.blockSize * type.blockBytes
-    pool.parallelRanges(rows, minimumPerThread: max(4, 32_768 / max(1, k))) { range in
+    pool.parallelPieces(rows, minimumPerPiece: max(4, 32_768 / max(1, k)), alignment: 4) { range in
         sg_quantized_matvec(isa.rawValue, Int32(type.rawValue), range.count, k, weights + range.lowerBound * rowBytes,
                             rowBytes, x.baseAddress!, y.baseAddress! + range.lowerBound)
     }
@@ -56,8 +57,8 @@ public func quantizedMatvec(_ type: GGMLType, rows: Int, k: Int, weights: Unsafe
 
 /// Y (n, rows; leading dimension ldy) = X (n, k; leading dimension ldx) · Wᵀ for a GGML tensor W
 /// of `rows` rows of k: a few rows of activations (a batch of decoding sequences), each weight
-/// block dequantised once in registers for all of them, parallel over blocks of rows. W is read
-/// from memory once per call.
+/// block dequantised once in registers for all of them, parallel over pieces of rows handed out
+/// as threads become free. W is read from memory once per call.
 public func quantizedMatmul(_ type: GGMLType, rows: Int, k: Int, weights: UnsafeRawPointer, n: Int,
                             x: UnsafeBufferPointer<Float>, ldx: Int, y: UnsafeMutableBufferPointer<Float>, ldy: Int,
                             pool: ThreadPool = .shared, isa: InstructionSet = .best) {
@@ -65,7 +66,7 @@ public func quantizedMatmul(_ type: GGMLType, rows: Int, k: Int, weights: Unsafe
     precondition(n == 0 || (x.count >= (n - 1) * ldx + k && y.count >= (n - 1) * ldy + rows), "quantizedMatmul: buffer too small")
     if n == 0 || rows == 0 { return }
     let rowBytes = k / type.blockSize * type.blockBytes
-    pool.parallelRanges(rows, minimumPerThread: max(4, 32_768 / max(1, k * n))) { range in
+    pool.parallelPieces(rows, minimumPerPiece: max(4, 32_768 / max(1, k * n)), alignment: 4) { range in
         sg_quantized_matmul(isa.rawValue, Int32(type.rawValue), range.count, k, weights + range.lowerBound * rowBytes, rowBytes, n,
                             x.baseAddress!, ldx, y.baseAddress! + range.lowerBound, ldy)
     }

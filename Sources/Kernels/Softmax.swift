@@ -12,6 +12,18 @@ public func softmaxRows(_ x: UnsafeMutableBufferPointer<Float>, rows: Int, cols:
     }
 }
 
+/// Softmax of `x` in place; returns log Σ exp(x), the log of its normaliser (vectorised).
+@discardableResult
+public func softmaxInPlace(_ x: UnsafeMutableBufferPointer<Float>) -> Float {
+    sg_softmax_row(InstructionSet.best.rawValue, x.count, x.baseAddress!)
+}
+
+/// y = exp(x) elementwise (vectorised); `y` may be `x`.
+public func exponential(_ x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBufferPointer<Float>) {
+    precondition(y.count >= x.count, "exponential: buffer too small")
+    sg_exp(InstructionSet.best.rawValue, x.count, x.baseAddress!, y.baseAddress!)
+}
+
 /// Cross-entropy of each row of logits against its target id, and the mean over the rows whose
 /// target is not `ignoreIndex` (PyTorch's `F.cross_entropy(..., ignore_index=-100)`).
 ///

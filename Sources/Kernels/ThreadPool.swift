@@ -72,6 +72,23 @@ public final class ThreadPool: @unchecked Sendable {
             body((count * piece / pieces)..<(count * (piece + 1) / pieces))
         }
     }
+
+    /// Splits 0..<count into about `piecesPerThread` contiguous pieces per thread (each at least
+    /// `minimumPerPiece` long, boundaries on multiples of `alignment`), handed out as threads
+    /// become free: a thread that starts late or is interrupted leaves its pieces to the others
+    /// instead of keeping them waiting. Each item still runs on exactly one thread.
+    public func parallelPieces(_ count: Int, minimumPerPiece: Int = 1, piecesPerThread: Int = 4, alignment: Int = 1,
+                               _ body: (Range<Int>) -> Void) {
+        let units = (count + alignment - 1) / alignment
+        let pieces = max(1, min(threadCount * piecesPerThread, count / max(1, minimumPerPiece), units))
+        if pieces == 1 || threadCount == 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        parallelFor(pieces) { piece in
+            body(min(count, units * piece / pieces * alignment)..<min(count, units * (piece + 1) / pieces * alignment))
+        }
+    }
 }
 
 /// What the caller and the workers of one pool share.

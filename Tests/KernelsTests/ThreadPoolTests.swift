@@ -53,6 +53,20 @@ final class ThreadPoolTests: XCTestCase {
             XCTAssertEqual(covered.withLock { $0.sorted() }, Array(0..<count))
         }
     }
+
+    /// Pieces cover every index once, start on the alignment, and respect the minimum length.
+    func testParallelPiecesPartition() {
+        let pool = ThreadPool(threadCount: 3)
+        for (count, minimum, alignment) in [(0, 1, 1), (1, 1, 4), (7, 1, 4), (100, 1, 1), (1_000, 16, 4), (961, 4, 4), (30, 40, 4)] {
+            let pieces = Mutex<[Range<Int>]>([])
+            pool.parallelPieces(count, minimumPerPiece: minimum, alignment: alignment) { range in pieces.withLock { $0.append(range) } }
+            let ranges = pieces.withLock { $0.sorted { $0.lowerBound < $1.lowerBound } }.filter { !$0.isEmpty }
+            XCTAssertEqual(ranges.flatMap { Array($0) }, Array(0..<count), "count \(count)")
+            XCTAssertTrue(ranges.allSatisfy { $0.lowerBound % alignment == 0 }, "count \(count): pieces off the alignment")
+            XCTAssertLessThanOrEqual(ranges.count, max(1, 3 * 4), "count \(count)")
+            if ranges.count > 1 { XCTAssertTrue(ranges.dropLast().allSatisfy { $0.count >= minimum }, "count \(count): a short piece") }
+        }
+    }
 }
 
 private final class Counter: Sendable {
