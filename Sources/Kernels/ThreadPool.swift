@@ -110,6 +110,8 @@ private final class PoolState: @unchecked Sendable {
 
     /// Spin iterations (each an acquiring load) before a worker goes to sleep: tens of µs here.
     static let spinLimit = 20_000
+    /// Spin iterations of the caller waiting for the workers before it yields its core.
+    static let joinSpinLimit = 2_000
 
     init(workerCount: Int) { self.workerCount = workerCount }
 
@@ -130,7 +132,13 @@ private final class PoolState: @unchecked Sendable {
             wakeUp.unlock()
         }
         runIndices(body, count: count)
-        while acknowledged.load(ordering: .acquiring) < workerCount {}
+        // Wait for the workers; past a short spin, yield the core: a worker that was preempted
+        // (more runnable threads than cores, as under a server's I/O) needs it to finish.
+        var spins = 0
+        while acknowledged.load(ordering: .acquiring) < workerCount {
+            spins += 1
+            if spins >= Self.joinSpinLimit { sched_yield() }
+        }
         job = nil
         busy.store(false, ordering: .releasing)
     }

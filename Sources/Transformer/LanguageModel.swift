@@ -489,11 +489,14 @@ public final class LanguageModel: @unchecked Sendable {
         }
         let site = 1 + 3 * l
         let attentionStart = timer == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        // Decoding rows run the query heads that share a key/value head together, other rows a head at a time.
+        // Decoding rows run the query heads that share a key/value head together (all the heads of
+        // a sequence in one piece when there are sequences enough to go round: its cache blocks
+        // then stream through once), other rows a head at a time.
+        let wholeSequences = spans.count >= 2 * pool.threadCount
         var units: [(span: Int, head: Int, decoding: Bool)] = []
         for (index, span) in spans.enumerated() {
             let decoding = span.rows <= 4 && dropout == nil
-            for h in stride(from: 0, to: NH, by: decoding ? group : 1) { units.append((index, h, decoding)) }
+            for h in stride(from: 0, to: NH, by: decoding ? (wholeSequences ? NH : group) : 1) { units.append((index, h, decoding)) }
         }
         pool.parallelFor(units.count) { index in
             let unit = units[index], span = spans[unit.span], h = unit.head, g = h / group
@@ -513,7 +516,8 @@ public final class LanguageModel: @unchecked Sendable {
             let y = a.attended.baseAddress! + span.first * C + h * hd, probabilities = a.probabilities.baseAddress! + attention
             if unit.decoding {
                 attentionGroupDecode(y: y, ldy: C, probabilities: probabilities, headStride: span.rows * S, q: q, ldq: W, group: group,
-                                     kv: rows, T: span.rows, S: S, offset: span.offset, headSize: hd)
+                                     keyValueHeads: wholeSequences ? config.keyValueHeadCount : 1, kv: rows, T: span.rows, S: S,
+                                     offset: span.offset, headSize: hd)
             } else {
                 attentionHeadForward(y: y, ldy: C, probabilities: probabilities, q: q, ldq: W, kv: rows, T: span.rows, S: S,
                                      offset: span.offset, headSize: hd,

@@ -38,27 +38,36 @@ struct KeyValueRows {
     }
 }
 
-/// Decoding rows (a few new rows of one sequence, no dropout) of the `group` query heads that
-/// read one key/value head: every cached key and value is loaded once for all of them.
-///   q: the first head's columns of row 0; the group's heads are `hd` apart in a row, as in y
-///   probabilities: head i's row t at probabilities + i · headStride + t · S
+/// Decoding rows (a few new rows of one sequence, no dropout) of `keyValueHeads` consecutive
+/// key/value heads and the `group` query heads that read each: every cached key and value is
+/// loaded once for its group, and a run of positions is read for all the heads in turn (whole
+/// cache blocks stream through the cache once).
+///   q: the first query head's columns of row 0; query heads are `hd` apart in a row, as in y;
+///      kv: the first key/value head's rows, the others `hd` columns further each
+///   probabilities: query head i's row t at probabilities + i · headStride + t · S
 func attentionGroupDecode(y: UnsafeMutablePointer<Float>, ldy: Int, probabilities: UnsafeMutablePointer<Float>, headStride: Int,
-                          q: UnsafePointer<Float>, ldq: Int, group: Int, kv: KeyValueRows, T: Int, S: Int, offset: Int,
-                          headSize hd: Int) {
-    let scale = 1 / Float(hd).squareRoot(), isa = InstructionSet.best.rawValue
+                          q: UnsafePointer<Float>, ldq: Int, group: Int, keyValueHeads: Int = 1, kv: KeyValueRows, T: Int, S: Int,
+                          offset: Int, headSize hd: Int) {
+    let scale = 1 / Float(hd).squareRoot(), isa = InstructionSet.best.rawValue, heads = group * keyValueHeads
     for t in 0..<T {
         let p = probabilities + t * S, limit = offset + t + 1, out = y + t * ldy, queries = q + t * ldq
         kv.forEachRun(below: limit) { first, n, keys, _ in
-            sg_attention_scores(isa, group, n, hd, queries, hd, keys, kv.ld, scale, p + first, headStride)
+            for g in 0..<keyValueHeads {
+                sg_attention_scores(isa, group, n, hd, queries + g * group * hd, hd, keys + g * hd, kv.ld, scale,
+                                    p + g * group * headStride + first, headStride)
+            }
         }
-        for i in 0..<group {
+        for i in 0..<heads {
             let row = p + i * headStride
             _ = sg_softmax_row(isa, limit, row)
             for j in limit..<S { row[j] = 0 }
         }
-        out.update(repeating: 0, count: group * hd)
+        out.update(repeating: 0, count: heads * hd)
         kv.forEachRun(below: limit) { first, n, _, values in
-            sg_attention_values(isa, group, n, hd, p + first, headStride, values, kv.ld, out, hd)
+            for g in 0..<keyValueHeads {
+                sg_attention_values(isa, group, n, hd, p + g * group * headStride + first, headStride, values + g * hd, kv.ld,
+                                    out + g * group * hd, hd)
+            }
         }
     }
 }
