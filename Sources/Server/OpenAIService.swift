@@ -77,9 +77,11 @@ public final class OpenAIService: Sendable {
                     return echoNow ? completionChunk(id, job.choice, prefixes[job.prompt], nil, nil) : nil
                 case .prompt(let scores):
                     return completionChunk(id, job.choice, prefixes[job.prompt], promptLogprobs(prompts[job.prompt], scores), nil)
-                case .token(let token):
+                case .token(let token, let offset):
                     guard !token.text.isEmpty || wantLogprobs else { return nil }
-                    let logprobs = wantLogprobs ? completionLogprobs([token.token], texts: [token.text], start: 0) : nil
+                    // text_offset counts from the start of the choice's text, the echoed prompt included.
+                    let logprobs = wantLogprobs
+                        ? completionLogprobs([token.token], texts: [token.text], start: prefixes[job.prompt].count + offset) : nil
                     return completionChunk(id, job.choice, token.text, logprobs, nil)
                 case .end(let reason):
                     return completionChunk(id, job.choice, "", nil, reason)
@@ -142,7 +144,7 @@ public final class OpenAIService: Sendable {
                     return nil
                 case .start:
                     return chatChunk(id, ChatChoice(index: job.choice, delta: ChatDelta(role: "assistant", content: "")))
-                case .token(let token):
+                case .token(let token, _):
                     guard !token.text.isEmpty || wantLogprobs else { return nil }
                     let logprobs = wantLogprobs ? ChatLogprobs(content: [chatLogprob(token.token)]) : nil
                     return chatChunk(id, ChatChoice(index: job.choice, delta: ChatDelta(content: token.text), logprobs: logprobs))
@@ -316,7 +318,8 @@ public final class OpenAIService: Sendable {
         case start
         /// The scored prompt (echo with logprobs), before the first token.
         case prompt([SampledToken])
-        case token(GenerationEvent)
+        /// A token, and how many characters of its sequence's text came before it.
+        case token(GenerationEvent, offset: Int)
         case end(String)
     }
 
@@ -335,7 +338,7 @@ public final class OpenAIService: Sendable {
                             if let frame = chunk(job, event) { continuation.yield(Self.frame(frame)) }
                         }
                         send(.start)
-                        var promptSent = false
+                        var promptSent = false, emitted = 0
                         for await event in job.stream {
                             switch event {
                             case .token(let token):
@@ -343,7 +346,8 @@ public final class OpenAIService: Sendable {
                                     send(.prompt(scores))
                                     promptSent = true
                                 }
-                                send(.token(token))
+                                send(.token(token, offset: emitted))
+                                emitted += token.text.count
                             case .finished(let result):
                                 if scoresPrompt && !promptSent { send(.prompt(result.promptLogprobs)) }
                                 send(.end(result.finishReason.rawValue))

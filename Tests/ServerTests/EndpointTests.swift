@@ -166,6 +166,14 @@ final class EndpointTests: XCTestCase {
         let wholeScoring = try await harness.post("/v1/completions", streamedScoring)
         XCTAssertEqual(ServerHarness.streamedText(scoredEvents.payloads),
                        (wholeScoring.json["choices"] as? [[String: Any]])?.first?["text"] as? String)
+        // text_offset counts from the start of the choice's text (the echoed prompt's included)
+        // across the chunks, as in the whole reply.
+        func offsets(_ object: [String: Any]) -> [Int] {
+            (((object["choices"] as? [[String: Any]])?.first?["logprobs"]) as? [String: Any])?["text_offset"] as? [Int] ?? []
+        }
+        let streamedOffsets = scoredEvents.payloads.flatMap { offsets(ServerHarness.object($0)) }
+        XCTAssertEqual(streamedOffsets.count, prompt.count + 2)
+        XCTAssertEqual(streamedOffsets, offsets(wholeScoring.json))
 
         // A stop sequence cuts the text where it first appears, and is not returned.
         let free = try await greedyText("the quick", 12, harness)
