@@ -1067,6 +1067,26 @@ void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {
     dequantize_portable(type, (const unsigned char *)src, n, dst);
 }
 
+// Packs W's rows w[0..columns) (each row_bytes long, columns <= 32, a type of 32-element blocks),
+// elements [32 · first_block, + rows), as the gemm's B panel: dst[p · nr + j] =
+// W[j][32 · first_block + p]. A block of 32 elements of
+// every row is dequantised into an L1 tile first, then written out a panel row at a time, so
+// the stores run along the panel instead of striding across it.
+void sg_pack_quantized(int isa, int type, const void *w, long row_bytes, long first_block, long rows, long columns, long nr,
+                       float *dst) {
+    long bb = type_block_bytes(type);
+    float tile[32 * 32] __attribute__((aligned(64)));
+    for (long p0 = 0; p0 < rows; p0 += 32) {
+        const unsigned char *block = (const unsigned char *)w + (first_block + p0 / 32) * bb;
+        for (long j = 0; j < columns; j++) sg_dequantize(isa, type, block + j * row_bytes, 32, tile + 32 * j);
+        long count = rows - p0 < 32 ? rows - p0 : 32;
+        for (long p = 0; p < count; p++) {
+            float *out = dst + (p0 + p) * nr;
+            for (long j = 0; j < columns; j++) out[j] = tile[32 * j + p];
+        }
+    }
+}
+
 #if SG_X86
 // The AVX2 form of qmatmul_avx512: two rows dequantised once into an L1 panel, then tiles of
 // 2 rows x 4 vectors (8 accumulators of the 16 ymm registers) run over it.

@@ -314,7 +314,12 @@ private struct BlockedGemm {
         if let (type, bytes) = quantizedB {
             // Row `column + j` of W, elements row..<row+rows (whole blocks: KC and K are
             // multiples of 32), dequantised and laid across the panel.
-            let rowBytes = k / type.blockSize * type.blockBytes, offset = row / type.blockSize * type.blockBytes
+            let rowBytes = k / type.blockSize * type.blockBytes
+            if type.blockSize == 32 {
+                sg_pack_quantized(isa.rawValue, Int32(type.rawValue), bytes + column * rowBytes, rowBytes, row / 32, rows, columns, nr, dst)
+                return
+            }
+            let offset = row / type.blockSize * type.blockBytes
             withUnsafeTemporaryAllocation(of: Float.self, capacity: rows) { segment in
                 for j in 0..<columns {
                     dequantize(type, bytes + (column + j) * rowBytes + offset, count: rows, into: segment.baseAddress!, isa: isa)

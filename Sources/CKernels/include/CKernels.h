@@ -85,6 +85,12 @@ void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, lo
 void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, long row_bytes, long n,
                          const float *x, long ldx, float *y, long ldy);
 
+/// The gemm's B panel from a GGML tensor of 32-element blocks (Q4_0, Q4_1, Q8_0): its rows
+/// w[0..columns) (row_bytes apart, columns <= 32), elements
+/// [32 · first_block, 32 · first_block + rows): dst[p · nr + j] = W[j][32 · first_block + p].
+void sg_pack_quantized(int isa, int type, const void *w, long row_bytes, long first_block, long rows, long columns, long nr,
+                       float *dst);
+
 /// Decoding attention over one run of n cached positions (rows `ld` apart) for nq query heads that
 /// share a key/value head of size hd (queries `ldq` apart): out[i][j] = scale · q[i] · keys[j]
 /// (rows of out `ldo` apart), and out[i] += Σ_j weights[i][j] · values[j] (weights rows `ldw`
