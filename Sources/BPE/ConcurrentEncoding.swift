@@ -54,6 +54,8 @@ extension Tokenizer {
         nonisolated(unsafe) let bytes = bytes
         DispatchQueue.concurrentPerform(iterations: max(1, min(threads, partCount))) { _ in
             withSession { session in
+                // Sized once for this thread's share of the text, not regrown part by part.
+                session.reserveCache(forBytes: bytes.count / max(1, min(threads, partCount)))
                 var ids: [Int] = []
                 while true {
                     let part = nextPart.add(1, ordering: .relaxed).oldValue

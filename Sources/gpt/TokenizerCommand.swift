@@ -136,10 +136,13 @@ extension PreTokenizer: ExpressibleByArgument {}
 /// The bytes of a file, or of stdin when `path` is nil.
 func readInput(_ path: String?) throws -> Data {
     guard let path else { return FileHandle.standardInput.readDataToEndOfFile() }
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw ValidationError("\(path): cannot read the file")
+    // Mapped, not copied: the page cache's pages become the input (a 12 MB copy and its page
+    // faults took 5% of gpt tokenizer encode).
+    do {
+        return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+    } catch {
+        throw ValidationError("\(path): cannot read the file (\((error as NSError).localizedDescription))")
     }
-    return data
 }
 
 /// The ids of each part of `data` (see `Tokenizer.encodeOrdinaryConcurrently`), in order, each
