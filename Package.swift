@@ -74,7 +74,7 @@ let package = Package(
         // Helpers the test targets share (running the Python references, the PyTorch fixtures).
         .target(name: "TestSupport", dependencies: ["Transformer", "Kernels"], path: "Tests/Support"),
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels", "CKernels"]),
-        .testTarget(name: "BPETests", dependencies: ["TestSupport", "BPE"], exclude: ["Fixtures"]),
+        .testTarget(name: "BPETests", dependencies: ["TestSupport", "BPE", "CommandSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "TransformerTests", dependencies: ["TestSupport", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Training", "Transformer", "Kernels", "BPE"], exclude: ["Fixtures"]),
         .testTarget(name: "GenerationTests", dependencies: ["TestSupport", "Generation", "Transformer", "Kernels", "BPE"]),

@@ -54,3 +54,9 @@ struct CharacterClasses: OptionSet, Sendable {
         return classes
     }
 }
+
+extension PreTokenizer {
+    /// Builds the character-class table that splitting reads (4 ms, once a process) now, for
+    /// example on another thread while a tokenizer loads, instead of at the first encode.
+    public static func prepareTables() { _ = CharacterClasses.bmpTable }
+}

@@ -61,9 +61,7 @@ public final class EncodingSession: @unchecked Sendable {
         // A long-lived session (a server's) would otherwise grow its cache with every distinct
         // piece it ever sees: past half a million (its table then 64 MB) it starts over.
         if cache.count > Self.cacheLimit { cache.removeAll() }
-        // English has about one distinct piece per 150 bytes of its first megabytes, fewer after
-        // (12 MB of Shakespeare has 84k): room for one per 256 bytes, growing once at most.
-        cache.reserveCapacity(min(bytes.count / 256, 1 << 17))
+        reserveCache(forBytes: bytes.count)
         let cache = self.cache, pattern = tokenizer.preTokenizer
         // Ids collect in `buffer` and move to `ids` in blocks: appending one at a time costs a
         // uniqueness and capacity check each. A piece never gives more ids than it has bytes.
@@ -135,6 +133,13 @@ public final class EncodingSession: @unchecked Sendable {
             }
         }
         flush()
+    }
+
+    /// Makes room in the piece cache for the pieces of a text of `byteCount` bytes. English has
+    /// about one distinct piece per 150 bytes of its first megabytes, fewer after (12 MB of
+    /// Shakespeare has 84k): room for one per 256 bytes, growing once at most.
+    func reserveCache(forBytes byteCount: Int) {
+        cache.reserveCapacity(min(byteCount / 256, 1 << 17))
     }
 
     /// A piece found by the scanner, with its hash computed and its cache slot on its way.

@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// A byte-level BPE tokenizer: GPT-2's, tiktoken's (`r50k`, `cl100k_base`, `o200k_base`) and
@@ -79,25 +80,32 @@ public final class Tokenizer: Sendable {
                 table.insert(left: merge.0, right: merge.1, rank: Int32(rank), merged: merge.2)
             }
         } else {
-            func lookup(_ bytes: UnsafeBufferPointer<UInt8>) -> Int32? {
-                tokenTable.find(bytes.baseAddress!, bytes.count,
-                                hash: ByteStringTable.hash(bytes.baseAddress!, bytes.count))?.0.pointee
-            }
             // Every split of every token into two tokens (collected first, so the table is
-            // sized for them: its size is its speed).
-            var pairs: [(left: Int32, right: Int32, id: Int32)] = []
-            for (id, bytes) in tokenBytes.enumerated() where bytes.count >= 2 {
-                bytes.withUnsafeBufferPointer { b in
-                    for split in 1..<b.count {
-                        if let left = lookup(UnsafeBufferPointer(rebasing: b[..<split])),
-                           let right = lookup(UnsafeBufferPointer(rebasing: b[split...])) {
-                            pairs.append((left, right, Int32(id)))
+            // sized for them: its size is its speed), in slices of ids on all cores: 2 x 10 ms
+            // of gpt2's 25 ms load.
+            let sliceCount = 16, sliceLength = (tokenBytes.count + sliceCount - 1) / sliceCount
+            let slices = Mutex([[(left: Int32, right: Int32, id: Int32)]](repeating: [], count: sliceCount))
+            DispatchQueue.concurrentPerform(iterations: sliceCount) { slice in
+                func lookup(_ bytes: UnsafeBufferPointer<UInt8>) -> Int32? {
+                    tokenTable.find(bytes.baseAddress!, bytes.count,
+                                    hash: ByteStringTable.hash(bytes.baseAddress!, bytes.count))?.0.pointee
+                }
+                var pairs: [(left: Int32, right: Int32, id: Int32)] = []
+                for id in (slice * sliceLength)..<min(tokenBytes.count, (slice + 1) * sliceLength) where tokenBytes[id].count >= 2 {
+                    tokenBytes[id].withUnsafeBufferPointer { b in
+                        for split in 1..<b.count {
+                            if let left = lookup(UnsafeBufferPointer(rebasing: b[..<split])),
+                               let right = lookup(UnsafeBufferPointer(rebasing: b[split...])) {
+                                pairs.append((left, right, Int32(id)))
+                            }
                         }
                     }
                 }
+                slices.withLock { $0[slice] = pairs }
             }
-            table = PairTable(expectedCount: pairs.count)
-            for pair in pairs { table.insert(left: pair.left, right: pair.right, rank: pair.id, merged: pair.id) }
+            let pairs = slices.withLock { $0 }
+            table = PairTable(expectedCount: pairs.reduce(0) { $0 + $1.count })
+            for pair in pairs.joined() { table.insert(left: pair.left, right: pair.right, rank: pair.id, merged: pair.id) }
         }
         self.tokenBytes = tokenBytes
         self.byteTokens = byteTokens

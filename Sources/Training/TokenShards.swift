@@ -20,9 +20,14 @@ public enum TokenShard {
         header[1] = version
         guard tokens.count <= Int(Int32.max) else { throw ModelError("\(url.path): too many tokens for one shard") }
         header[2] = Int32(tokens.count)
-        var data = Data(capacity: headerBytes + 2 * tokens.count)
-        for value in header { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
-        for token in tokens { withUnsafeBytes(of: UInt16(token).littleEndian) { data.append(contentsOf: $0) } }
+        // Stored in place: a Data.append per token took 40% of gpt prepare.
+        var data = Data(count: headerBytes + 2 * tokens.count)
+        data.withUnsafeMutableBytes { bytes in
+            for (i, value) in header.enumerated() { bytes.storeBytes(of: value.littleEndian, toByteOffset: 4 * i, as: Int32.self) }
+            for (i, token) in tokens.enumerated() {
+                bytes.storeBytes(of: UInt16(truncatingIfNeeded: token).littleEndian, toByteOffset: headerBytes + 2 * i, as: UInt16.self)
+            }
+        }
         do {
             try data.write(to: url, options: .atomic)
         } catch {

@@ -27,6 +27,13 @@ struct TokenizerBench: ParsableCommand {
     var json = false
 
     func run() throws {
+        var loadTimes: [Double] = []
+        for _ in 0..<3 {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try Tokenizer.load(path: tokenizer, pattern: pattern)
+            loadTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        let load = loadTimes.sorted()[1]
         let encoder = try Tokenizer.load(path: tokenizer, pattern: pattern)
         let data = try Data(contentsOf: URL(fileURLWithPath: input))
         let text = String(decoding: data, as: UTF8.self)
@@ -70,7 +77,7 @@ struct TokenizerBench: ParsableCommand {
                             "tiktoken_mbps_1": reference?.single, "tiktoken_mbps_n": reference?.multi,
                             "ratio_1": reference.map { ours.single / $0.single },
                             "ratio_n": reference.map { ours.multi / $0.multi },
-                            "swift_end_to_end_seconds": endToEnd?.swift, "tiktoken_end_to_end_seconds": endToEnd?.tiktoken]))
+                            "swift_load_seconds": load, "swift_end_to_end_seconds": endToEnd?.swift, "tiktoken_end_to_end_seconds": endToEnd?.tiktoken]))
         } else {
             print(String(format: "%@: %.1f MB, %d tokens (%.2f bytes/token), pattern %@", input, megabytes,
                          tokenCount, Double(data.count) / Double(max(1, tokenCount)), encoder.preTokenizer.rawValue))
@@ -80,6 +87,7 @@ struct TokenizerBench: ParsableCommand {
                 print(label.padding(toLength: 19, withPad: " ", startingAt: 0)
                       + String(format: " SwiftGPT %8.1f MB/s   tiktoken %@   %@", swift, refText, ratio))
             }
+            print("load".padding(toLength: 19, withPad: " ", startingAt: 0) + String(format: " SwiftGPT %8.1f ms (median of 3, in process)", load * 1e3))
             if let (swift, tiktoken) = endToEnd {
                 print("end to end".padding(toLength: 19, withPad: " ", startingAt: 0) + String(format: " SwiftGPT %8.2f s      tiktoken %@   %@", swift,
                              tiktoken.map { String(format: "%8.2f s   ", $0) } ?? "           -",

@@ -44,13 +44,18 @@ struct PrepareCommand: ParsableCommand {
         let separator = encoder.id(of: "<|endoftext|>")
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
         var train: [Int] = [], validation: [Int] = []
-        // Files in waves of one per thread (memory holds one wave's ids), kept in input order.
+        // Files in waves of one per thread (memory holds one wave's ids), kept in input order;
+        // a wave of fewer files than threads shares the spare threads among them, each file
+        // encoded in parts (the same ids as in one piece).
         for wave in stride(from: 0, to: input.count, by: pool.threadCount) {
             let paths = Array(input[wave..<min(input.count, wave + pool.threadCount)])
+            let threadsPerFile = max(1, pool.threadCount / paths.count)
             var documents = [Result<[Int], Error>](repeating: .success([]), count: paths.count)
             documents.withUnsafeMutableBufferPointer { documents in
                 pool.parallelFor(paths.count) { i in
-                    documents[i] = Result { encoder.encodeOrdinary(try readUTF8(paths[i])) }
+                    documents[i] = Result {
+                        try encodeInParts(try readInput(paths[i]), name: paths[i], with: encoder, threads: threadsPerFile) { $1 }.flatMap { $0 }
+                    }
                 }
             }
             for document in documents {
@@ -78,3 +83,4 @@ struct PrepareCommand: ParsableCommand {
         FileHandle.standardError.write(Data("wrote \(train.count) training tokens in \(trainShards) shard(s) and \(validation.count) validation tokens in \(valShards) to \(output), with the tokenizer (\(encoder.vocabularySize) ids)\n".utf8))
     }
 }
+
