@@ -111,7 +111,7 @@ public struct Sampler: Sendable {
     private mutating func draw(_ logits: [Float]) -> Int {
         func before(_ a: Int, _ b: Int) -> Bool { logits[a] != logits[b] ? logits[a] > logits[b] : a < b }
         let pool: [Int]? = options.topK.flatMap { $0 < logits.count ? Self.largest(logits, count: $0) : nil }
-        let maxLogit = pool.map { logits[$0[0]] } ?? logits.max()!
+        let maxLogit = pool.map { logits[$0[0]] } ?? logits.withUnsafeBufferPointer { maximum($0) }
         let temperature = options.temperature
         // Every token's weight exp((logit - max) / temperature) once, by the vectorised exp (the
         // pool's only, with top-k).
@@ -121,16 +121,22 @@ public struct Sampler: Sendable {
             all.withUnsafeMutableBufferPointer { exponential(UnsafeBufferPointer($0), into: $0) }
         }
         func weight(_ i: Int) -> Double { pool == nil ? Double(all[i]) : exp(Double((logits[i] - maxLogit) / temperature)) }
-        let total = pool.map { $0.reduce(0.0) { $0 + weight($1) } } ?? all.reduce(0.0) { $0 + Double($1) }
+        let total = pool.map { $0.reduce(0.0) { $0 + weight($1) } } ?? all.withUnsafeBufferPointer { Self.sum($0) }
         // The candidates in order, enough of them to hold the top-p mass.
         var candidates: [Int]
         if let pool {
             candidates = pool
         } else if let topP = options.topP, topP < 1 {
-            var floor = 1e-3
+            var floor: Float = 1e-3
             while true {
-                let above = all.indices.filter { Double(all[$0]) >= floor }
-                if above.reduce(0.0, { $0 + Double(all[$1]) }) >= Double(topP) * total || floor < 1e-30 {
+                var above: [Int] = [], mass = 0.0
+                all.withUnsafeBufferPointer { weights in
+                    for i in weights.indices where weights[i] >= floor {
+                        above.append(i)
+                        mass += Double(weights[i])
+                    }
+                }
+                if mass >= Double(topP) * total || floor < 1e-30 {
                     candidates = floor < 1e-30 ? Array(logits.indices) : above
                     break
                 }
@@ -168,6 +174,21 @@ public struct Sampler: Sendable {
             if threshold < 0 { return candidate }
         }
         return candidates[keep - 1]
+    }
+
+    /// Σ values, in 16 lanes of floats, then as a double.
+    static func sum(_ values: UnsafeBufferPointer<Float>) -> Double {
+        var lanes = SIMD16<Float>(), i = 0
+        while i + 16 <= values.count {
+            lanes += UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self)
+            i += 16
+        }
+        var total = Double(lanes.sum())
+        while i < values.count {
+            total += Double(values[i])
+            i += 1
+        }
+        return total
     }
 
     /// The `count` indices of the largest values, largest first (lower index on ties).
