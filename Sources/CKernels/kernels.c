@@ -629,30 +629,30 @@ static long type_block_bytes(int type) {
 }
 
 #if SG_X86
-#define SG_AVX512Q __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
+#define SG_AVX2Q __attribute__((target("avx2,fma,f16c")))
 
-// One block's 32 weights times x[0..31], returned as 16 partial sums (scales applied).
-SG_AVX512Q static inline __m512 block_dot_avx512(int type, const unsigned char *blk, const float *x, __m512 acc, float *scalar) {
-    if (type == SG_TYPE_Q8_0) {
-        __m512 d = _mm512_set1_ps(_cvtsh_ss(load_u16(blk)));
-        __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
-        __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
-        __m512 t = _mm512_fmadd_ps(q1, _mm512_loadu_ps(x + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(x)));
-        return _mm512_fmadd_ps(d, t, acc);
-    }
-    const unsigned char *qs = blk + (type == SG_TYPE_Q4_1 ? 4 : 2);
-    __m128i packed = _mm_loadu_si128((const __m128i *)qs);
-    __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
-    __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
-    __m512 ql = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low));
-    __m512 qh = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high));
-    __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
-    __m512 t = _mm512_fmadd_ps(qh, x1, _mm512_mul_ps(ql, x0));
-    float d = _cvtsh_ss(load_u16(blk));
-    float xsum = _mm512_reduce_add_ps(_mm512_add_ps(x0, x1));
-    *scalar += (type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : -8.0f * d) * xsum;
-    return _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
+// A block's scale and offset as [d, m, 0, 0] from one conversion of its halves (Q4_1 stores
+// both; Q4_0 and Q8_0 only d, and lane 1 is 0: Q4_0's offset -8d is applied through its x sums).
+SG_AVX2Q static inline __attribute__((always_inline)) __m128 block_dm_avx2(int type, const unsigned char *blk) {
+    int bits = load_u16(blk);
+    if (type == SG_TYPE_Q4_1) bits |= (int)load_u16(blk + 2) << 16;
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
 }
+
+// The per-block x sums in the lane that meets the block's offset in block_dm_avx2's vector:
+// Q4_1 [0, Σx, 0, 0] (m · Σx), Q4_0 [-8Σx, 0, 0, 0] (d · -8Σx).
+SG_AVX2Q static void offset_sums(int type, long blocks, const float *x, float *sums) {
+    for (long b = 0; b < blocks; b++) {
+        const float *xb = x + 32 * b;
+        float s = hsum_avx(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                                         _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))));
+        sums[4 * b] = type == SG_TYPE_Q4_0 ? -8.0f * s : 0.0f;
+        sums[4 * b + 1] = type == SG_TYPE_Q4_1 ? s : 0.0f;
+        sums[4 * b + 2] = sums[4 * b + 3] = 0.0f;
+    }
+}
+
+#define SG_AVX512Q __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 
 // The multi-vector kernels compute long enough on one panel of rows that the hardware
 // prefetcher falls behind: they prefetch the next panel's lines themselves.
@@ -746,36 +746,50 @@ SG_AVX512Q static void qmatmul_avx512(int type, long rows, long k, const unsigne
     if (panel != stack_panel) free(panel);
 }
 
-// Per-block sums of x are the same for every row: computed once per call.
-SG_AVX512Q static void qmatvec_avx512(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
+// y = W x as qmatvec_avx2_type: a Q4 block's 16 bytes widen to 16 lanes at once, low nibbles
+// elements 0-15 and high nibbles 16-31.
+SG_AVX512Q static inline __attribute__((always_inline)) void qmatvec_avx512_type(
+        int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
     long blocks = k / 32, bb = type_block_bytes(type);
-    float sums_stack[512];
-    float *sums = blocks <= 512 ? sums_stack : (float *)malloc((size_t)blocks * sizeof(float));
-    for (long b = 0; b < blocks; b++)
-        sums[b] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_loadu_ps(x + 32 * b), _mm512_loadu_ps(x + 32 * b + 16)));
+    float sums_stack[4 * 256] __attribute__((aligned(16)));
+    float *sums = sums_stack;
+    if (type != SG_TYPE_Q8_0) {
+        if (blocks > 256) sums = (float *)aligned_alloc(16, (size_t)(16 * blocks));
+        offset_sums(type, blocks, x, sums);
+    }
     for (long r = 0; r < rows; r++) {
         const unsigned char *row = w + r * row_bytes;
         __m512 acc = _mm512_setzero_ps();
-        float scalar = 0.0f;
-        if (type == SG_TYPE_Q8_0) {
-            for (long b = 0; b < blocks; b++) acc = block_dot_avx512(type, row + b * bb, x + 32 * b, acc, &scalar);
-        } else {
-            const long off = type == SG_TYPE_Q4_1 ? 4 : 2;
-            for (long b = 0; b < blocks; b++) {
-                const unsigned char *blk = row + b * bb;
-                __m128i packed = _mm_loadu_si128((const __m128i *)(blk + off));
-                __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
-                __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
-                __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), _mm512_loadu_ps(x + 32 * b + 16),
-                                           _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), _mm512_loadu_ps(x + 32 * b)));
-                float d = _cvtsh_ss(load_u16(blk));
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc);
-                scalar += (type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : -8.0f * d) * sums[b];
+        __m128 offsets = _mm_setzero_ps();
+        for (long b = 0; b < blocks; b++) {
+            const unsigned char *blk = row + b * bb;
+            const float *xb = x + 32 * b;
+            __m512 q0, q1;
+            if (type == SG_TYPE_Q8_0) {
+                q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+                q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+            } else {
+                __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + (type == SG_TYPE_Q4_1 ? 4 : 2))));
+                q0 = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15)));
+                q1 = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
             }
+            __m128 dm = block_dm_avx2(type, blk);
+            __m512 t = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(q0, _mm512_loadu_ps(xb)));
+            acc = _mm512_fmadd_ps(_mm512_broadcastss_ps(dm), t, acc);
+            if (type != SG_TYPE_Q8_0) offsets = _mm_fmadd_ps(dm, _mm_load_ps(sums + 4 * b), offsets);
         }
-        y[r] = _mm512_reduce_add_ps(acc) + scalar;
+        offsets = _mm_add_ps(offsets, _mm_movehdup_ps(offsets));
+        y[r] = _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(offsets);
     }
     if (sums != sums_stack) free(sums);
+}
+
+SG_AVX512Q static void qmatvec_avx512(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
+    switch (type) {
+    case SG_TYPE_Q4_0: qmatvec_avx512_type(SG_TYPE_Q4_0, rows, k, w, row_bytes, x, y); break;
+    case SG_TYPE_Q4_1: qmatvec_avx512_type(SG_TYPE_Q4_1, rows, k, w, row_bytes, x, y); break;
+    default: qmatvec_avx512_type(SG_TYPE_Q8_0, rows, k, w, row_bytes, x, y); break;
+    }
 }
 
 SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, long n, float *dst) {
@@ -790,86 +804,88 @@ SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, lon
     }
     long bb = type_block_bytes(type), off = type == SG_TYPE_Q4_1 ? 4 : 2;
     for (long b = 0; b < blocks; b++, src += bb) {
-        float d = _cvtsh_ss(load_u16(src));
-        float m = type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(src + 2)) : -8.0f * d;
-        __m128i packed = _mm_loadu_si128((const __m128i *)(src + off));
-        __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
-        __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
-        __m512 vd = _mm512_set1_ps(d), vm = _mm512_set1_ps(m);
-        _mm512_storeu_ps(dst + 32 * b, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), vm));
-        _mm512_storeu_ps(dst + 32 * b + 16, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), vm));
+        __m128 dm = block_dm_avx2(type, src);
+        __m512 vd = _mm512_broadcastss_ps(dm);
+        __m512 vm = type == SG_TYPE_Q4_1 ? _mm512_broadcastss_ps(_mm_movehdup_ps(dm)) : _mm512_mul_ps(vd, _mm512_set1_ps(-8.0f));
+        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + off)));
+        _mm512_storeu_ps(dst + 32 * b, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15))), vm));
+        _mm512_storeu_ps(dst + 32 * b + 16, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), vm));
     }
 }
 #endif
 
 #if SG_X86
-#define SG_AVX2Q __attribute__((target("avx2,fma,f16c")))
-
 // One block's 32 quantised values as floats q (before scale and offset), in four registers.
-SG_AVX2Q static inline void block_values_avx2(int type, const unsigned char *blk, __m256 q[4]) {
+// Q4: each byte widens to a 32-bit lane (one load-and-widen per 8 bytes); its low nibble is
+// element j, its high nibble element j + 16.
+SG_AVX2Q static inline __attribute__((always_inline)) void block_values_avx2(int type, const unsigned char *blk, __m256 q[4]) {
     if (type == SG_TYPE_Q8_0) {
         for (int i = 0; i < 4; i++) q[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * i))));
         return;
     }
-    __m128i packed = _mm_loadu_si128((const __m128i *)(blk + (type == SG_TYPE_Q4_1 ? 4 : 2)));
-    __m128i low = _mm_and_si128(packed, _mm_set1_epi8(15));
-    __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(15));
-    q[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(low));
-    q[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(low, 8)));
-    q[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(high));
-    q[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(high, 8)));
-}
-
-// A block's scale d and offset m: value = d * q + m (Q8_0: m = 0; Q4_0: m = -8d).
-SG_AVX2Q static inline void block_scale_avx2(int type, const unsigned char *blk, float *d, float *m) {
-    *d = _cvtsh_ss(load_u16(blk));
-    *m = type == SG_TYPE_Q4_1 ? _cvtsh_ss(load_u16(blk + 2)) : (type == SG_TYPE_Q4_0 ? -8.0f * *d : 0.0f);
+    const unsigned char *qs = blk + (type == SG_TYPE_Q4_1 ? 4 : 2);
+    __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qs));
+    __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8)));
+    __m256i mask = _mm256_set1_epi32(15);
+    q[0] = _mm256_cvtepi32_ps(_mm256_and_si256(b0, mask));
+    q[1] = _mm256_cvtepi32_ps(_mm256_and_si256(b1, mask));
+    q[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b0, 4));
+    q[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b1, 4));
 }
 
 SG_AVX2Q static void dequantize_avx2(int type, const unsigned char *src, long n, float *dst) {
     long bb = type_block_bytes(type);
     for (long b = 0; b < n / 32; b++, src += bb) {
         __m256 q[4];
-        float d, m;
         block_values_avx2(type, src, q);
-        block_scale_avx2(type, src, &d, &m);
-        __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+        __m128 dm = block_dm_avx2(type, src);
+        __m256 vd = _mm256_broadcastss_ps(dm);
+        __m256 vm = type == SG_TYPE_Q4_1 ? _mm256_broadcastss_ps(_mm_movehdup_ps(dm))
+                                         : _mm256_mul_ps(vd, _mm256_set1_ps(type == SG_TYPE_Q4_0 ? -8.0f : 0.0f));
         for (int i = 0; i < 4; i++) _mm256_storeu_ps(dst + 32 * b + 8 * i, _mm256_fmadd_ps(vd, q[i], vm));
     }
 }
 
 // y = W x with the scale applied once per block (d · (q · x)) and the offset through the
-// block's x sum (m · Σx), both sums computed once per call.
-SG_AVX2Q static void qmatvec_avx2(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
+// block's x sum (m · Σx, computed once per call).
+SG_AVX2Q static inline __attribute__((always_inline)) void qmatvec_avx2_type(
+        int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
     long blocks = k / 32, bb = type_block_bytes(type);
-    float sums_stack[512];
-    float *sums = blocks <= 512 ? sums_stack : (float *)malloc((size_t)blocks * sizeof(float));
-    for (long b = 0; b < blocks; b++) {
-        __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(x + 32 * b), _mm256_loadu_ps(x + 32 * b + 8)),
-                                 _mm256_add_ps(_mm256_loadu_ps(x + 32 * b + 16), _mm256_loadu_ps(x + 32 * b + 24)));
-        sums[b] = hsum_avx(t);
+    float sums_stack[4 * 256] __attribute__((aligned(16)));
+    float *sums = sums_stack;
+    if (type != SG_TYPE_Q8_0) {
+        if (blocks > 256) sums = (float *)aligned_alloc(16, (size_t)(16 * blocks));
+        offset_sums(type, blocks, x, sums);
     }
     for (long r = 0; r < rows; r++) {
         const unsigned char *row = w + r * row_bytes;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        float scalar = 0.0f;
+        __m128 offsets = _mm_setzero_ps();
         for (long b = 0; b < blocks; b++) {
             const unsigned char *blk = row + b * bb;
-            __m256 q[4];
-            float d, m;
-            block_values_avx2(type, blk, q);
-            block_scale_avx2(type, blk, &d, &m);
             const float *xb = x + 32 * b;
+            __m256 q[4];
+            block_values_avx2(type, blk, q);
+            __m128 dm = block_dm_avx2(type, blk);
             __m256 t0 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), _mm256_mul_ps(q[0], _mm256_loadu_ps(xb)));
             __m256 t1 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), _mm256_mul_ps(q[1], _mm256_loadu_ps(xb + 8)));
-            __m256 vd = _mm256_set1_ps(d);
+            __m256 vd = _mm256_broadcastss_ps(dm);
             acc0 = _mm256_fmadd_ps(vd, t0, acc0);
             acc1 = _mm256_fmadd_ps(vd, t1, acc1);
-            scalar += m * sums[b];
+            if (type != SG_TYPE_Q8_0) offsets = _mm_fmadd_ps(dm, _mm_load_ps(sums + 4 * b), offsets);
         }
-        y[r] = hsum_avx(_mm256_add_ps(acc0, acc1)) + scalar;
+        offsets = _mm_add_ps(offsets, _mm_movehdup_ps(offsets));
+        y[r] = hsum_avx(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(offsets);
     }
     if (sums != sums_stack) free(sums);
+}
+
+SG_AVX2Q static void qmatvec_avx2(int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
+    switch (type) {
+    case SG_TYPE_Q4_0: qmatvec_avx2_type(SG_TYPE_Q4_0, rows, k, w, row_bytes, x, y); break;
+    case SG_TYPE_Q4_1: qmatvec_avx2_type(SG_TYPE_Q4_1, rows, k, w, row_bytes, x, y); break;
+    default: qmatvec_avx2_type(SG_TYPE_Q8_0, rows, k, w, row_bytes, x, y); break;
+    }
 }
 #endif
 

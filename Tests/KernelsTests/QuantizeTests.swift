@@ -123,6 +123,38 @@ final class QuantizeTests: XCTestCase {
         }
     }
 
+    /// Rows longer than the kernels' stack buffers (300 blocks: their per-block x sums go to the
+    /// heap), an odd row count, and an x with an offset far from zero (the Q4 offset terms
+    /// m · Σx then matter): every ISA's matrix-vector product against float64 of the dequantised
+    /// weights.
+    func testLongRowMatvecAgainstFloat64() {
+        let rows = 7, k = 32 * 300
+        let values = randomFloats(rows * k, seed: 11)
+        let x = randomFloats(k, seed: 12).map { $0 + 0.75 }
+        for type: GGMLType in [.q8_0, .q4_0, .q4_1] {
+            let bytes = values.withUnsafeBufferPointer { quantize(type, $0, pool: .serial) }
+            var weights = [Float](repeating: 0, count: rows * k)
+            bytes.withUnsafeBytes { raw in
+                weights.withUnsafeMutableBufferPointer { dequantize(type, raw.baseAddress!, count: rows * k, into: $0.baseAddress!, isa: .portable) }
+            }
+            for isa in InstructionSet.supported {
+                var y = [Float](repeating: .nan, count: rows)
+                bytes.withUnsafeBytes { raw in
+                    x.withUnsafeBufferPointer { xs in
+                        y.withUnsafeMutableBufferPointer {
+                            quantizedMatvec(type, rows: rows, k: k, weights: raw.baseAddress!, x: xs, y: $0, pool: .serial, isa: isa)
+                        }
+                    }
+                }
+                for r in 0..<rows {
+                    let exact = (0..<k).reduce(0.0) { $0 + Double(weights[r * k + $1]) * Double(x[$1]) }
+                    let magnitude = (0..<k).reduce(0.0) { $0 + abs(Double(weights[r * k + $1]) * Double(x[$1])) }
+                    XCTAssertEqual(Double(y[r]), exact, accuracy: 1e-5 * magnitude, "\(type) \(isa) row \(r)")
+                }
+            }
+        }
+    }
+
     func testByteCounts() {
         XCTAssertEqual(GGMLType.f32.byteCount(elementCount: 5), 20)
         XCTAssertEqual(GGMLType.bf16.byteCount(elementCount: 5), 10)
