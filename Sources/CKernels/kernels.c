@@ -29,6 +29,7 @@ int sg_best_isa(void) {
 
 void sg_gemm_tile(int isa, int *mr, int *nr) {
     if (isa == SG_ISA_AVX512) { *mr = 12; *nr = 32; }
+    else if (isa == SG_ISA_AVX2_FMA) { *mr = SG_GEMM_AVX2_MR; *nr = SG_GEMM_AVX2_NR; }
     else { *mr = SG_GEMM_MR; *nr = SG_GEMM_NR; }
 }
 
@@ -76,48 +77,63 @@ static float dot_portable(long n, const float *x, const float *y) {
 #if SG_X86
 #define SG_AVX2 __attribute__((target("avx2,fma")))
 
-// 12 accumulators (6 rows x 2 vectors of 8), 2 B vectors and 1 broadcast: 15 of 16 registers.
+// 12 accumulators (4 rows x 3 vectors of 8), 3 B vectors and 1 broadcast: all 16 registers.
+// Per step of k: 3 loads and 4 broadcasts feed 12 FMAs (a 6 x 16 tile needs 2 + 6).
 SG_AVX2 static void gemm_micro_avx2(long kc, const float *a, const float *b, float *c, long ldc,
                                     int mr, int nr, float alpha, float beta) {
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    for (long p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        __m256 ai;
-        ai = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += SG_GEMM_MR;
-        b += SG_GEMM_NR;
+    enum { MR = SG_GEMM_AVX2_MR, NR = SG_GEMM_AVX2_NR };
+    // The loop in assembly: the 12 accumulators, 3 B vectors and the broadcast take all 16
+    // registers, and compilers spill one when they schedule it themselves.
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    __m256 b0, b1, b2, ai;
+    if (kc > 0) {
+        __asm__ volatile(
+            "1:\n\t"
+            "vmovaps (%[b]), %[b0]\n\t"
+            "vmovaps 32(%[b]), %[b1]\n\t"
+            "vmovaps 64(%[b]), %[b2]\n\t"
+            "vbroadcastss (%[a]), %[ai]\n\t"
+            "vfmadd231ps %[b0], %[ai], %[c00]\n\t"
+            "vfmadd231ps %[b1], %[ai], %[c01]\n\t"
+            "vfmadd231ps %[b2], %[ai], %[c02]\n\t"
+            "vbroadcastss 4(%[a]), %[ai]\n\t"
+            "vfmadd231ps %[b0], %[ai], %[c10]\n\t"
+            "vfmadd231ps %[b1], %[ai], %[c11]\n\t"
+            "vfmadd231ps %[b2], %[ai], %[c12]\n\t"
+            "vbroadcastss 8(%[a]), %[ai]\n\t"
+            "vfmadd231ps %[b0], %[ai], %[c20]\n\t"
+            "vfmadd231ps %[b1], %[ai], %[c21]\n\t"
+            "vfmadd231ps %[b2], %[ai], %[c22]\n\t"
+            "vbroadcastss 12(%[a]), %[ai]\n\t"
+            "vfmadd231ps %[b0], %[ai], %[c30]\n\t"
+            "vfmadd231ps %[b1], %[ai], %[c31]\n\t"
+            "vfmadd231ps %[b2], %[ai], %[c32]\n\t"
+            "add $16, %[a]\n\t"
+            "add $96, %[b]\n\t"
+            "dec %[k]\n\t"
+            "jnz 1b\n\t"
+            : [a] "+r"(a), [b] "+r"(b), [k] "+r"(kc), [b0] "=&x"(b0), [b1] "=&x"(b1), [b2] "=&x"(b2), [ai] "=&x"(ai),
+              [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c10] "+x"(c10), [c11] "+x"(c11), [c12] "+x"(c12),
+              [c20] "+x"(c20), [c21] "+x"(c21), [c22] "+x"(c22), [c30] "+x"(c30), [c31] "+x"(c31), [c32] "+x"(c32)
+            :
+            : "memory", "cc");
     }
-    __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
-    if (mr == SG_GEMM_MR && nr == SG_GEMM_NR) {
-        __m256 va = _mm256_set1_ps(alpha);
-        if (beta == 0.0f) {
-            for (int i = 0; i < SG_GEMM_MR; i++) {
-                _mm256_storeu_ps(c + i * ldc, _mm256_mul_ps(va, acc[2 * i]));
-                _mm256_storeu_ps(c + i * ldc + 8, _mm256_mul_ps(va, acc[2 * i + 1]));
-            }
-        } else {
-            __m256 vb = _mm256_set1_ps(beta);
-            for (int i = 0; i < SG_GEMM_MR; i++) {
-                float *ci = c + i * ldc;
-                _mm256_storeu_ps(ci, _mm256_fmadd_ps(va, acc[2 * i], _mm256_mul_ps(vb, _mm256_loadu_ps(ci))));
-                _mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(va, acc[2 * i + 1], _mm256_mul_ps(vb, _mm256_loadu_ps(ci + 8))));
+    __m256 acc[MR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+    if (mr == MR && nr == NR) {
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        for (int i = 0; i < MR; i++) {
+            for (int j = 0; j < 3; j++) {
+                float *cij = c + i * ldc + 8 * j;
+                __m256 v = _mm256_mul_ps(va, acc[i][j]);
+                _mm256_storeu_ps(cij, beta == 0.0f ? v : _mm256_fmadd_ps(vb, _mm256_loadu_ps(cij), v));
             }
         }
         return;
     }
-    float tile[SG_GEMM_MR * SG_GEMM_NR];
-    for (int i = 0; i < 12; i++) _mm256_storeu_ps(tile + 8 * i, acc[i]);
-    store_partial(tile, SG_GEMM_NR, c, ldc, mr, nr, alpha, beta);
+    float tile[MR * NR];
+    for (int i = 0; i < MR; i++) for (int j = 0; j < 3; j++) _mm256_storeu_ps(tile + i * NR + 8 * j, acc[i][j]);
+    store_partial(tile, NR, c, ldc, mr, nr, alpha, beta);
 }
 
 SG_AVX2 static inline float hsum_avx(__m256 v) {

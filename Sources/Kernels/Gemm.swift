@@ -189,7 +189,8 @@ private func scaleMatrix(_ c: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
 /// FMA loop measures 134 GFLOP/s per core with AVX2 and 267 with AVX-512):
 /// - The AVX-512 microkernel (12 × 32 tile, 24 zmm accumulators) reaches 220-245 GFLOP/s on one
 ///   core, 1.7-1.9x Debian's OpenBLAS 0.3.21, which runs AVX2 kernels on this CPU (about 127).
-///   The AVX2 one (6 × 16) reaches 0.92-0.96x OpenBLAS.
+///   The AVX2 one (4 × 24: 3 loads and 4 broadcasts per 12 FMAs, its loop in assembly) reaches
+///   0.90-1.05x OpenBLAS on a Zen4 (6 × 16 with 2 loads and 6 broadcasts: 0.88-0.98x).
 /// - KC = 768 (all of K for 768-wide layers) and MC = 144 measured best among KC 256-768 and MC
 ///   96-240 (differences of 5-10%, near the noise); NC = 3072 keeps the packed B block at 9 MB
 ///   at most.

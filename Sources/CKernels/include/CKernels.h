@@ -20,11 +20,11 @@ enum { SG_ISA_PORTABLE = 0, SG_ISA_AVX2_FMA = 1, SG_ISA_AVX512 = 2 };
 int sg_best_isa(void);
 
 /// Rows (mr) and columns (nr) of the gemm microkernel's register tile for an instruction set:
-/// 6 x 16 for portable and AVX2 (12 ymm accumulators), 12 x 32 for AVX-512 (24 zmm).
+/// 6 x 16 for portable, 4 x 24 for AVX2 (12 ymm accumulators), 12 x 32 for AVX-512 (24 zmm).
 void sg_gemm_tile(int isa, int *mr, int *nr);
 
-/// The portable and AVX2 tile.
-enum { SG_GEMM_MR = 6, SG_GEMM_NR = 16 };
+/// The portable tile, and the AVX2 one.
+enum { SG_GEMM_MR = 6, SG_GEMM_NR = 16, SG_GEMM_AVX2_MR = 4, SG_GEMM_AVX2_NR = 24 };
 
 /// GFLOP/s of a loop of independent FMAs with the widest vectors of `isa`, over about
 /// `iterations` x 24 vector FMAs: this core's fp32 peak, the ceiling for gemm.
