@@ -340,6 +340,45 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// A prompt chunk of 150 rows after 37 cached positions, over a paged cache (blocks out of
+    /// order, a partial last block): the gemm path runs its rows in blocks of 64, each over the
+    /// keys up to its last row. Probabilities (0 past each row's position) and outputs against
+    /// float64.
+    func testPrefillRowsOverPagedKeys() {
+        let blockSize = 16, hd = 32, kvLd = 2 * hd, offset = 37, T = 150, S = offset + T
+        let table: [Int32] = (0..<Int32((S + blockSize - 1) / blockSize)).reversed()
+        let keys = random(table.count * blockSize * kvLd), q = random(T * hd)
+        let b = Buffers(), pooled = b.make(keys), queries = b.make(q)
+        let y = b.zeros(T * hd), probabilities = b.make([Float](repeating: .nan, count: T * S))
+        table.withUnsafeBufferPointer { table in
+            let rows = KeyValueRows(keys: pooled.baseAddress!, values: pooled.baseAddress! + hd, ld: kvLd,
+                                    table: table.baseAddress!, blockSize: blockSize)
+            attentionHeadForward(y: y.baseAddress!, ldy: hd, probabilities: probabilities.baseAddress!, q: queries.baseAddress!, ldq: hd,
+                                 kv: rows, T: T, S: S, offset: offset, headSize: hd)
+        }
+        func pooledRow(_ position: Int) -> Int { (Int(table[position / blockSize]) * blockSize + position % blockSize) * kvLd }
+        var worst = 0.0, worstProbability = 0.0
+        for t in 0..<T {
+            let limit = offset + t + 1
+            var scores = (0..<limit).map { j in
+                (0..<hd).reduce(0.0) { $0 + Double(q[t * hd + $1]) * Double(keys[pooledRow(j) + $1]) } / Double(hd).squareRoot()
+            }
+            let m = scores.max()!
+            scores = scores.map { exp($0 - m) }
+            let total = scores.reduce(0, +)
+            for j in 0..<S {
+                let expected = j < limit ? scores[j] / total : 0
+                worstProbability = max(worstProbability, abs(Double(probabilities[t * S + j]) - expected))
+            }
+            for c in 0..<hd {
+                let expected = (0..<limit).reduce(0.0) { $0 + scores[$1] / total * Double(keys[pooledRow($1) + hd + c]) }
+                worst = max(worst, abs(Double(y[t * hd + c]) - expected))
+            }
+        }
+        XCTAssertLessThan(worst, 1e-5, "outputs")
+        XCTAssertLessThan(worstProbability, 1e-6, "probabilities")
+    }
+
     func testEmbedding() {
         let V = 7, C = 5, maxT = 4, tokens: [Int32] = [3, 1, 3, 6], positions: [Int32] = [0, 1, 2, 3]
         checkGradients("embedding", inputs: [random(V * C), random(maxT * C)], forward: { x in

@@ -75,16 +75,22 @@ func attentionGroupDecode(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
 /// One attention head's forward pass over a sequence's rows, through a gemm per run of keys.
 /// With `dropout`, the probabilities used for y are dropped out into `dropped` (T, S) while
 /// `probabilities` keeps them whole for backward.
+///
+/// Rows go in blocks of 64: a block's rows see only the keys up to its last row, so the causal
+/// half of the scores past them is neither computed nor multiplied (it is set to 0 for backward).
 func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilities: UnsafeMutablePointer<Float>,
                           q: UnsafePointer<Float>, ldq: Int, kv: KeyValueRows, T: Int, S: Int, offset: Int, headSize hd: Int,
                           dropout: (Dropout, site: Int, index: Int, dropped: UnsafeMutablePointer<Float>)? = nil) {
-    let scale = 1 / Float(hd).squareRoot(), seen = offset + T, isa = InstructionSet.best.rawValue
-    // scores (T, seen) = scale · q kᵀ, run by run, then a causal softmax per row.
-    let queries = UnsafeBufferPointer(start: q, count: (T - 1) * ldq + hd)
-    kv.forEachRun(below: seen) { first, n, keys, _ in
-        gemm(.none, .transposed, m: T, n: n, k: hd, alpha: scale, a: queries, lda: ldq,
-             b: UnsafeBufferPointer(start: keys, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
-             c: UnsafeMutableBufferPointer(start: probabilities + first, count: (T - 1) * S + n), ldc: S, pool: .serial)
+    let scale = 1 / Float(hd).squareRoot(), isa = InstructionSet.best.rawValue, blockRows = 64
+    // scores (rows, seen) = scale · q kᵀ, run by run, then a causal softmax per row.
+    for r0 in stride(from: 0, to: T, by: blockRows) {
+        let rows = min(blockRows, T - r0), seen = offset + r0 + rows
+        let queries = UnsafeBufferPointer(start: q + r0 * ldq, count: (rows - 1) * ldq + hd)
+        kv.forEachRun(below: seen) { first, n, keys, _ in
+            gemm(.none, .transposed, m: rows, n: n, k: hd, alpha: scale, a: queries, lda: ldq,
+                 b: UnsafeBufferPointer(start: keys, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
+                 c: UnsafeMutableBufferPointer(start: probabilities + r0 * S + first, count: (rows - 1) * S + n), ldc: S, pool: .serial)
+        }
     }
     for t in 0..<T {
         let p = probabilities + t * S, limit = offset + t + 1
@@ -96,11 +102,14 @@ func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
         for i in 0..<(T * S) { dropped[i] = probabilities[i] * dropout.scale(site: site, index: index + i) }
         used = UnsafePointer(dropped)
     }
-    let out = UnsafeMutableBufferPointer(start: y, count: (T - 1) * ldy + hd)
-    kv.forEachRun(below: seen) { first, n, _, values in
-        gemm(.none, .none, m: T, n: hd, k: n, a: UnsafeBufferPointer(start: used + first, count: (T - 1) * S + n), lda: S,
-             b: UnsafeBufferPointer(start: values, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
-             beta: first == 0 ? 0 : 1, c: out, ldc: ldy, pool: .serial)
+    for r0 in stride(from: 0, to: T, by: blockRows) {
+        let rows = min(blockRows, T - r0), seen = offset + r0 + rows
+        let out = UnsafeMutableBufferPointer(start: y + r0 * ldy, count: (rows - 1) * ldy + hd)
+        kv.forEachRun(below: seen) { first, n, _, values in
+            gemm(.none, .none, m: rows, n: hd, k: n, a: UnsafeBufferPointer(start: used + r0 * S + first, count: (rows - 1) * S + n), lda: S,
+                 b: UnsafeBufferPointer(start: values, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
+                 beta: first == 0 ? 0 : 1, c: out, ldc: ldy, pool: .serial)
+        }
     }
 }
 
