@@ -1099,6 +1099,45 @@ void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {
     dequantize_portable(type, (const unsigned char *)src, n, dst);
 }
 
+#if SG_X86
+// Four rows x 8 columns transposed in registers: eight 4-float columns, stored mr apart.
+SG_AVX2 static void pack_a_avx2(long rows, long columns, const float *a, long lda, long mr, float *dst) {
+    long p = 0;
+    for (; p + 8 <= columns; p += 8) {
+        for (long i = 0; i < rows; i += 4) {
+            __m256 r0 = _mm256_loadu_ps(a + i * lda + p), r1 = _mm256_loadu_ps(a + (i + 1) * lda + p);
+            __m256 r2 = _mm256_loadu_ps(a + (i + 2) * lda + p), r3 = _mm256_loadu_ps(a + (i + 3) * lda + p);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            // Columns (0|4), (1|5), (2|6), (3|7) of the four rows.
+            __m256 c04 = _mm256_shuffle_ps(t0, t2, 0x44), c15 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 c26 = _mm256_shuffle_ps(t1, t3, 0x44), c37 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            float *d = dst + p * mr + i;
+            _mm_storeu_ps(d, _mm256_castps256_ps128(c04));
+            _mm_storeu_ps(d + mr, _mm256_castps256_ps128(c15));
+            _mm_storeu_ps(d + 2 * mr, _mm256_castps256_ps128(c26));
+            _mm_storeu_ps(d + 3 * mr, _mm256_castps256_ps128(c37));
+            _mm_storeu_ps(d + 4 * mr, _mm256_extractf128_ps(c04, 1));
+            _mm_storeu_ps(d + 5 * mr, _mm256_extractf128_ps(c15, 1));
+            _mm_storeu_ps(d + 6 * mr, _mm256_extractf128_ps(c26, 1));
+            _mm_storeu_ps(d + 7 * mr, _mm256_extractf128_ps(c37, 1));
+        }
+    }
+    for (; p < columns; p++)
+        for (long i = 0; i < rows; i++) dst[p * mr + i] = a[i * lda + p];
+}
+#endif
+
+void sg_pack_a(int isa, long rows, long columns, const float *a, long lda, long mr, float *dst) {
+    if (rows < mr) memset(dst, 0, (size_t)(columns * mr) * sizeof(float));
+#if SG_X86
+    if (rows % 4 == 0 && mr % 4 == 0 && isa >= SG_ISA_AVX2_FMA) { pack_a_avx2(rows, columns, a, lda, mr, dst); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < rows; i++)
+        for (long p = 0; p < columns; p++) dst[p * mr + i] = a[i * lda + p];
+}
+
 // Packs W's rows w[0..columns) (each row_bytes long, columns <= 32, a type of 32-element blocks),
 // elements [32 · first_block, + rows), as the gemm's B panel: dst[p · nr + j] =
 // W[j][32 · first_block + p]. A block of 32 elements of

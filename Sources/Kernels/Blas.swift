@@ -41,6 +41,7 @@ struct SystemBlas: @unchecked Sendable {
     }()
 
     private static func load() -> SystemBlas? {
+        matchSystemBlas(to: InstructionSet.best)
         #if os(macOS)
         let candidates = ["/System/Library/Frameworks/Accelerate.framework/Accelerate"]
         #else
@@ -79,4 +80,15 @@ struct SystemBlas: @unchecked Sendable {
               transB == .none ? Self.noTrans : Self.trans, Int32(m), Int32(n), Int32(k), alpha,
               a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
+}
+
+/// OpenBLAS picks its kernels for the CPU when it is loaded. With a slower instruction set
+/// forced (`SWIFTGPT_ISA`, `gpt-bench gemm --isa`) it is asked for that set's kernels too
+/// (`OPENBLAS_CORETYPE`, unless the environment already sets it), so that a forced AVX2 run
+/// measures what an AVX2 machine runs. Has an effect only before the first gemm.
+public func matchSystemBlas(to isa: InstructionSet) {
+    #if os(Linux) && arch(x86_64)
+    guard isa.rawValue < InstructionSet.hardware.rawValue, getenv("OPENBLAS_CORETYPE") == nil else { return }
+    setenv("OPENBLAS_CORETYPE", isa == .avx2FMA ? "Haswell" : "Prescott", 0)
+    #endif
 }

@@ -292,17 +292,11 @@ private struct BlockedGemm {
     private func packA(into dst: UnsafeMutablePointer<Float>, row: Int, rows: Int,
                        column: Int, columns: Int) {
         let mr = self.mr
+        if transA == .none { return sg_pack_a(isa.rawValue, rows, columns, a + row * lda + column, lda, mr, dst) }
         if rows < mr { dst.update(repeating: 0, count: columns * mr) }
-        if transA == .none {
-            for i in 0..<rows {
-                let src = a + (row + i) * lda + column
-                for p in 0..<columns { dst[p * mr + i] = src[p] }
-            }
-        } else {
-            for p in 0..<columns {
-                let src = a + (column + p) * lda + row
-                for i in 0..<rows { dst[p * mr + i] = src[i] }
-            }
+        for p in 0..<columns {
+            let src = a + (column + p) * lda + row
+            for i in 0..<rows { dst[p * mr + i] = src[i] }
         }
     }
 

@@ -44,8 +44,9 @@ struct GemmBench: ParsableCommand {
             }
             shapes = [(parts[0], parts[1])]
         }
-        let blas = systemBlasAvailable
         let isa = try chosenISA()
+        matchSystemBlas(to: isa)
+        let blas = systemBlasAvailable
         let peakPerCore = isa.measuredPeakGFLOPS()
         if !json {
             print("gemm C(M×N) = A(M×K)·B(K×N), fp32, Swift microkernel \(isa); reference: \(blas ? gemmBackendDescription : "no system BLAS found")")

@@ -85,6 +85,11 @@ void sg_quantized_matvec(int isa, int type, long rows, long k, const void *w, lo
 void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, long row_bytes, long n,
                          const float *x, long ldx, float *y, long ldy);
 
+/// The gemm's A panel: rows [0, rows) of a row-major matrix (rows `lda` apart, rows <= mr),
+/// elements [0, columns), stored column by column: dst[p · mr + i] = a[i · lda + p], rows past
+/// `rows` zero.
+void sg_pack_a(int isa, long rows, long columns, const float *a, long lda, long mr, float *dst);
+
 /// The gemm's B panel from a GGML tensor of 32-element blocks (Q4_0, Q4_1, Q8_0): its rows
 /// w[0..columns) (row_bytes apart, columns <= 32), elements
 /// [32 · first_block, 32 · first_block + rows): dst[p · nr + j] = W[j][32 · first_block + p].
