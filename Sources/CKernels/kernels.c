@@ -1143,6 +1143,26 @@ void sg_pack_a(int isa, long rows, long columns, const float *a, long lda, long 
 // W[j][32 · first_block + p]. A block of 32 elements of
 // every row is dequantised into an L1 tile first, then written out a panel row at a time, so
 // the stores run along the panel instead of striding across it.
+#if SG_X86
+// dst[i · ldd + j] = src[j · lds + i] for an 8 x 8 block, in registers.
+SG_AVX2 static inline void transpose8_avx2(const float *src, long lds, float *dst, long ldd) {
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) { t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]); t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]); }
+    // u[0..3]: columns (0|4), (1|5), (2|6), (3|7) of rows 0-3; u[4..7] the same of rows 4-7.
+    for (int h = 0; h < 8; h += 4) {
+        u[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+        u[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
+        u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+        u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
+        _mm256_storeu_ps(dst + (c + 4) * ldd, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
+    }
+}
+#endif
+
 void sg_pack_quantized(int isa, int type, const void *w, long row_bytes, long first_block, long rows, long columns, long nr,
                        float *dst) {
     long bb = type_block_bytes(type);
@@ -1150,10 +1170,18 @@ void sg_pack_quantized(int isa, int type, const void *w, long row_bytes, long fi
     for (long p0 = 0; p0 < rows; p0 += 32) {
         const unsigned char *block = (const unsigned char *)w + (first_block + p0 / 32) * bb;
         for (long j = 0; j < columns; j++) sg_dequantize(isa, type, block + j * row_bytes, 32, tile + 32 * j);
-        long count = rows - p0 < 32 ? rows - p0 : 32;
-        for (long p = 0; p < count; p++) {
-            float *out = dst + (p0 + p) * nr;
-            for (long j = 0; j < columns; j++) out[j] = tile[32 * j + p];
+        long count = rows - p0 < 32 ? rows - p0 : 32, p = 0, j0 = 0;
+#if SG_X86
+        if (isa >= SG_ISA_AVX2_FMA) {
+            // Whole 8 x 8 blocks transposed in registers; the ragged edges below.
+            for (; p + 8 <= count; p += 8)
+                for (long j = 0; j + 8 <= columns; j += 8) transpose8_avx2(tile + 32 * j + p, 32, dst + (p0 + p) * nr + j, nr);
+            j0 = columns / 8 * 8;
+        }
+#endif
+        for (long q = 0; q < count; q++) {
+            float *out = dst + (p0 + q) * nr;
+            for (long j = q < p ? j0 : 0; j < columns; j++) out[j] = tile[32 * j + q];
         }
     }
 }

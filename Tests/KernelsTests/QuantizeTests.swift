@@ -155,6 +155,38 @@ final class QuantizeTests: XCTestCase {
         }
     }
 
+    /// The prefill gemm over quantised weights with W's row count off every panel width (29 rows:
+    /// AVX2 panels of 24 + 5, AVX-512 one of 29 in 32) and k of 5 blocks, so the packing's
+    /// 8 x 8 transposes and its ragged edges both run: every ISA against float64 of the
+    /// dequantised weights.
+    func testQuantizedGemmRaggedPanelsAgainstFloat64() {
+        let rows = 29, k = 32 * 5, m = 7
+        let values = randomFloats(rows * k, seed: 21), a = randomFloats(m * k, seed: 22)
+        for type: GGMLType in [.q8_0, .q4_0, .q4_1] {
+            let bytes = values.withUnsafeBufferPointer { quantize(type, $0, pool: .serial) }
+            var weights = [Float](repeating: 0, count: rows * k)
+            bytes.withUnsafeBytes { raw in
+                weights.withUnsafeMutableBufferPointer { dequantize(type, raw.baseAddress!, count: rows * k, into: $0.baseAddress!, isa: .portable) }
+            }
+            for isa in InstructionSet.supported {
+                var c = [Float](repeating: .nan, count: m * rows)
+                bytes.withUnsafeBytes { raw in
+                    a.withUnsafeBufferPointer { a in
+                        c.withUnsafeMutableBufferPointer {
+                            quantizedGemm(type, m: m, n: rows, k: k, a: a, lda: k, weights: raw.baseAddress!, c: $0, ldc: rows, pool: .serial, isa: isa)
+                        }
+                    }
+                }
+                for i in 0..<m {
+                    for j in 0..<rows {
+                        let exact = (0..<k).reduce(0.0) { $0 + Double(a[i * k + $1]) * Double(weights[j * k + $1]) }
+                        XCTAssertEqual(Double(c[i * rows + j]), exact, accuracy: 1e-4, "\(type) \(isa) row \(i) column \(j)")
+                    }
+                }
+            }
+        }
+    }
+
     func testByteCounts() {
         XCTAssertEqual(GGMLType.f32.byteCount(elementCount: 5), 20)
         XCTAssertEqual(GGMLType.bf16.byteCount(elementCount: 5), 10)
