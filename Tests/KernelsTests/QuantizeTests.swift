@@ -123,6 +123,17 @@ final class QuantizeTests: XCTestCase {
         }
     }
 
+    /// `values` quantised to `type`, and what those bytes dequantise to (the exact weights the
+    /// kernels multiply).
+    func quantizedWithValues(_ values: [Float], _ type: GGMLType) -> (bytes: [UInt8], weights: [Float]) {
+        let bytes = values.withUnsafeBufferPointer { quantize(type, $0, pool: .serial) }
+        var weights = [Float](repeating: 0, count: values.count)
+        bytes.withUnsafeBytes { raw in
+            weights.withUnsafeMutableBufferPointer { dequantize(type, raw.baseAddress!, count: values.count, into: $0.baseAddress!, isa: .portable) }
+        }
+        return (bytes, weights)
+    }
+
     /// Rows longer than the kernels' stack buffers (300 blocks: their per-block x sums go to the
     /// heap), an odd row count, and an x with an offset far from zero (the Q4 offset terms
     /// m · Σx then matter): every ISA's matrix-vector product against float64 of the dequantised
@@ -132,11 +143,7 @@ final class QuantizeTests: XCTestCase {
         let values = randomFloats(rows * k, seed: 11)
         let x = randomFloats(k, seed: 12).map { $0 + 0.75 }
         for type: GGMLType in [.q8_0, .q4_0, .q4_1] {
-            let bytes = values.withUnsafeBufferPointer { quantize(type, $0, pool: .serial) }
-            var weights = [Float](repeating: 0, count: rows * k)
-            bytes.withUnsafeBytes { raw in
-                weights.withUnsafeMutableBufferPointer { dequantize(type, raw.baseAddress!, count: rows * k, into: $0.baseAddress!, isa: .portable) }
-            }
+            let (bytes, weights) = quantizedWithValues(values, type)
             for isa in InstructionSet.supported {
                 var y = [Float](repeating: .nan, count: rows)
                 bytes.withUnsafeBytes { raw in
@@ -163,11 +170,7 @@ final class QuantizeTests: XCTestCase {
         let rows = 29, k = 32 * 5, m = 7
         let values = randomFloats(rows * k, seed: 21), a = randomFloats(m * k, seed: 22)
         for type: GGMLType in [.q8_0, .q4_0, .q4_1] {
-            let bytes = values.withUnsafeBufferPointer { quantize(type, $0, pool: .serial) }
-            var weights = [Float](repeating: 0, count: rows * k)
-            bytes.withUnsafeBytes { raw in
-                weights.withUnsafeMutableBufferPointer { dequantize(type, raw.baseAddress!, count: rows * k, into: $0.baseAddress!, isa: .portable) }
-            }
+            let (bytes, weights) = quantizedWithValues(values, type)
             for isa in InstructionSet.supported {
                 var c = [Float](repeating: .nan, count: m * rows)
                 bytes.withUnsafeBytes { raw in
