@@ -676,6 +676,14 @@ static inline void prefetch_lines(const unsigned char *p, long bytes) {
     for (long offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 3);
 }
 
+// Share `part` of `parts` of the `bytes` at p (whole lines): the next panel is prefetched a share
+// before each group of vectors, since a burst of all its lines at once stalls on the outstanding
+// misses.
+static inline void prefetch_share(const unsigned char *p, long bytes, long part, long parts) {
+    long share = (bytes + 64 * parts - 1) / (64 * parts) * 64, done = part * share;
+    if (done < bytes) prefetch_lines(p + done, bytes - done < share ? bytes - done : share);
+}
+
 // One block of one row as 32 floats in two registers.
 SG_AVX512Q static inline void block_weights_avx512(int type, const unsigned char *blk, __m512 *w0, __m512 *w1) {
     float d = _cvtsh_ss(load_u16(blk));
@@ -719,10 +727,10 @@ SG_AVX512Q static void qmatmul_avx512(int type, long rows, long k, const unsigne
     long r0 = 0;
     for (; r0 + 4 <= rows; r0 += 4) {
         for (int a = 0; a < 4; a++) dequantize_avx512(type, w + (r0 + a) * row_bytes, k, panel + a * k);
-        prefetch_lines(w + (r0 + 4) * row_bytes, 4 * row_bytes);  // the next panel's rows, while this one computes
         const float *p0 = panel, *p1 = panel + k, *p2 = panel + 2 * k, *p3 = panel + 3 * k;
         for (long v0 = 0; v0 < n; v0 += 4) {
             long count = n - v0 < 4 ? n - v0 : 4;
+            prefetch_share(w + (r0 + 4) * row_bytes, 4 * row_bytes, v0 / 4, (n + 3) / 4);  // the next panel, while this one computes
             const float *x0 = x + v0 * ldx;
             const float *x1 = count > 1 ? x0 + ldx : x0, *x2 = count > 2 ? x0 + 2 * ldx : x0, *x3 = count > 3 ? x0 + 3 * ldx : x0;
             __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
@@ -1197,10 +1205,10 @@ SG_AVX2Q static void qmatmul_avx2(int type, long rows, long k, const unsigned ch
     for (; r0 + 2 <= rows; r0 += 2) {
         dequantize_avx2(type, w + r0 * row_bytes, k, panel);
         dequantize_avx2(type, w + (r0 + 1) * row_bytes, k, panel + k);
-        prefetch_lines(w + (r0 + 2) * row_bytes, 2 * row_bytes);  // the next panel's rows, while this one computes
         const float *p0 = panel, *p1 = panel + k;
         for (long v0 = 0; v0 < n; v0 += 4) {
             long count = n - v0 < 4 ? n - v0 : 4;
+            prefetch_share(w + (r0 + 2) * row_bytes, 2 * row_bytes, v0 / 4, (n + 3) / 4);  // the next panel, while this one computes
             const float *x0 = x + v0 * ldx;
             const float *x1 = count > 1 ? x0 + ldx : x0, *x2 = count > 2 ? x0 + 2 * ldx : x0, *x3 = count > 3 ? x0 + 3 * ldx : x0;
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
