@@ -185,8 +185,19 @@ public final class BatchScheduler {
             }
         }
         for request in members where request.isDecoding && !request.followers.isEmpty { fork(request) }
-        for (index, request) in members.enumerated() where request.isDecoding && !result.ranges[index].isEmpty {
-            if let event = try request.state.advance(result.logits(entry: index)) {
+        // Each sequence samples its token on the pool's threads (it touches only its own state);
+        // the events then go out in order, on this thread.
+        let advancing = members.indices.filter { members[$0].isDecoding && !result.ranges[$0].isEmpty }
+        var outcomes = [Result<GenerationEvent?, Error>](repeating: .success(nil), count: advancing.count)
+        outcomes.withUnsafeMutableBufferPointer { outcomes in
+            model.pool.parallelFor(advancing.count) { i in
+                let index = advancing[i]
+                outcomes[i] = Result { try members[index].state.advance(result.logits(entry: index)) }
+            }
+        }
+        for (i, index) in advancing.enumerated() {
+            let request = members[index]
+            if let event = try outcomes[i].get() {
                 if request.firstToken == nil { request.firstToken = Date() }
                 if !request.onEvent(event) { request.state.finish(.stop) }
             }
