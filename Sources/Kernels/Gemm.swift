@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Synchronization
 
 /// Whether a gemm operand is used as stored or transposed.
 public enum Transpose: Sendable {
@@ -192,14 +193,14 @@ private func scaleMatrix(_ c: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
 ///   The AVX2 one (4 × 24: 3 loads and 4 broadcasts per 12 FMAs, its loop in assembly) reaches
 ///   0.90-1.05x OpenBLAS on a Zen4 (6 × 16 with 2 loads and 6 broadcasts: 0.88-0.98x).
 /// - KC = 768 (all of K for 768-wide layers) and MC = 144 measured best among KC 256-768 and MC
-///   96-240 (differences of 5-10%, near the noise); NC = 3072 keeps the packed B block at 9 MB
-///   at most.
+///   96-240 (differences of 5-10%, near the noise); NC = 768 (a 2.4 MB packed B block) measured
+///   1-4% faster than 3072 with the AVX2 tile and the same with the AVX-512 one.
 /// - Packing costs a few % at these shapes; small gemms (attention heads) pay the packing of B
 ///   on every call, which an unpacked path could avoid (not done yet).
 private struct BlockedGemm {
     static let kc = 768
     static let mc = 144
-    static let nc = 3072
+    static let nc = 768
     /// For a few rows (decoding a batch), blocks of B small enough that a packed block stays in
     /// L2 while the rows run over it: B is then read from memory once, as the rows need.
     static let ncFewRows = 512
@@ -223,11 +224,11 @@ private struct BlockedGemm {
         let blockColumns = m <= 64 ? Self.ncFewRows : Self.nc
         let kcMax = min(Self.kc, k)
         let ncMax = min(blockColumns, n)
-        let bPack = AlignedBuffer(count: kcMax * roundUp(ncMax, nr))
-        defer { bPack.free() }
+        let bPack = PackBuffers.shared.take(count: kcMax * roundUp(ncMax, nr))
+        defer { PackBuffers.shared.give(bPack) }
         let threads = pool.threadCount
-        let aPacks = (0..<threads).map { _ in AlignedBuffer(count: kcMax * roundUp(min(Self.mc, m), mr)) }
-        defer { aPacks.forEach { $0.free() } }
+        let aPacks = (0..<threads).map { _ in PackBuffers.shared.take(count: kcMax * roundUp(min(Self.mc, m), mr)) }
+        defer { aPacks.forEach { PackBuffers.shared.give($0) } }
 
         for jc in stride(from: 0, to: n, by: blockColumns) {
             let nc = min(blockColumns, n - jc)
@@ -305,8 +306,8 @@ private struct BlockedGemm {
     private func packB(into dst: UnsafeMutablePointer<Float>, row: Int, rows: Int,
                        column: Int, columns: Int) {
         let nr = self.nr
-        if columns < nr { dst.update(repeating: 0, count: rows * nr) }
         if let (type, bytes) = quantizedB {
+            if columns < nr { dst.update(repeating: 0, count: rows * nr) }
             // Row `column + j` of W, elements row..<row+rows (whole blocks: KC and K are
             // multiples of 32), dequantised and laid across the panel.
             let rowBytes = k / type.blockSize * type.blockBytes
@@ -323,16 +324,9 @@ private struct BlockedGemm {
             }
             return
         }
-        if transB == .none {
-            for p in 0..<rows {
-                (dst + p * nr).update(from: b + (row + p) * ldb + column, count: columns)
-            }
-        } else {
-            for j in 0..<columns {
-                let src = b + (column + j) * ldb + row
-                for p in 0..<rows { dst[p * nr + j] = src[p] }
-            }
-        }
+        let transposed: Int32 = transB == .none ? 0 : 1
+        let origin = transB == .none ? b + row * ldb + column : b + column * ldb + row
+        sg_pack_b(isa.rawValue, transposed, rows, columns, origin, ldb, nr, dst)
     }
 }
 
@@ -341,15 +335,47 @@ private struct BlockedGemm {
 }
 
 /// A 64-byte aligned Float buffer (the microkernel loads packed B with aligned loads).
-struct AlignedBuffer {
+struct AlignedBuffer: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Float>
+    let count: Int
 
     init(count: Int) {
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
-        pointer = raw.bindMemory(to: Float.self, capacity: max(1, count))
+        self.count = max(1, count)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: self.count * 4, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: self.count)
     }
 
     func free() { pointer.deallocate() }
+}
+
+/// The gemm's packing buffers, kept between calls: allocating megabytes per call and touching
+/// them fresh cost ~2% of a gemm's time in page faults. Buffers go to one caller at a time;
+/// at most `limit` floats stay cached (the largest are freed first).
+final class PackBuffers: Sendable {
+    static let shared = PackBuffers()
+    static let limit = 16 << 20  // floats: 64 MB
+    private let free = Mutex<[AlignedBuffer]>([])
+
+    /// The smallest cached buffer of at least `count` floats, or a new one.
+    func take(count: Int) -> AlignedBuffer {
+        let cached = free.withLock { buffers -> AlignedBuffer? in
+            guard let index = buffers.indices.filter({ buffers[$0].count >= count }).min(by: { buffers[$0].count < buffers[$1].count })
+            else { return nil }
+            return buffers.remove(at: index)
+        }
+        return cached ?? AlignedBuffer(count: count)
+    }
+
+    func give(_ buffer: AlignedBuffer) {
+        let dropped = free.withLock { buffers -> [AlignedBuffer] in
+            buffers.append(buffer)
+            buffers.sort { $0.count < $1.count }
+            var dropped: [AlignedBuffer] = []
+            while buffers.reduce(0, { $0 + $1.count }) > Self.limit, let largest = buffers.popLast() { dropped.append(largest) }
+            return dropped
+        }
+        dropped.forEach { $0.free() }
+    }
 }
 
 /// y = alpha · A · x + beta · y for a row-major rows × k matrix A with leading dimension lda,

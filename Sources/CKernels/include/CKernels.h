@@ -90,6 +90,11 @@ void sg_quantized_matmul(int isa, int type, long rows, long k, const void *w, lo
 /// `rows` zero.
 void sg_pack_a(int isa, long rows, long columns, const float *a, long lda, long mr, float *dst);
 
+/// The gemm's B panel: op(B)[0..rows) x [0..columns) (columns <= nr) stored row by row,
+/// dst[p · nr + j] = op(B)[p][j], columns past `columns` zero. op(B)[p][j] is b[p · ldb + j], or
+/// b[j · ldb + p] when `transposed`.
+void sg_pack_b(int isa, int transposed, long rows, long columns, const float *b, long ldb, long nr, float *dst);
+
 /// The gemm's B panel from a GGML tensor of 32-element blocks (Q4_0, Q4_1, Q8_0): its rows
 /// w[0..columns) (row_bytes apart, columns <= 32), elements
 /// [32 · first_block, 32 · first_block + rows): dst[p · nr + j] = W[j][32 · first_block + p].
