@@ -1228,35 +1228,37 @@ void sg_pack_quantized(int isa, int type, const void *w, long row_bytes, long fi
 }
 
 #if SG_X86
-// The AVX2 form of qmatmul_avx512: two rows dequantised once into an L1 panel, then tiles of
-// 2 rows x 4 vectors (8 accumulators of the 16 ymm registers) run over it.
+// The AVX2 form of qmatmul_avx512: three rows dequantised once into an L1 panel, then tiles of
+// 3 rows x 4 vectors (12 accumulators, 3 weight and 1 x register: all 16 ymm) run over it.
 SG_AVX2Q static void qmatmul_avx2(int type, long rows, long k, const unsigned char *w, long row_bytes, long n,
                                   const float *x, long ldx, float *y, long ldy) {
-    float stack_panel[2 * 4096] __attribute__((aligned(32)));
-    float *panel = k <= 4096 ? stack_panel : (float *)aligned_alloc(32, (size_t)(2 * k) * sizeof(float));
+    float stack_panel[3 * 4096] __attribute__((aligned(32)));
+    float *panel = k <= 4096 ? stack_panel : (float *)aligned_alloc(32, (size_t)(3 * k) * sizeof(float));
     long r0 = 0;
-    for (; r0 + 2 <= rows; r0 += 2) {
-        dequantize_avx2(type, w + r0 * row_bytes, k, panel);
-        dequantize_avx2(type, w + (r0 + 1) * row_bytes, k, panel + k);
-        const float *p0 = panel, *p1 = panel + k;
+    for (; r0 + 3 <= rows; r0 += 3) {
+        for (int r = 0; r < 3; r++) dequantize_avx2(type, w + (r0 + r) * row_bytes, k, panel + r * k);
+        const float *p0 = panel, *p1 = panel + k, *p2 = panel + 2 * k;
         for (long v0 = 0; v0 < n; v0 += 4) {
             long count = n - v0 < 4 ? n - v0 : 4;
-            prefetch_share(w + (r0 + 2) * row_bytes, 2 * row_bytes, v0 / 4, (n + 3) / 4);  // the next panel, while this one computes
+            prefetch_share(w + (r0 + 3) * row_bytes, 3 * row_bytes, v0 / 4, (n + 3) / 4);  // the next panel, while this one computes
             const float *x0 = x + v0 * ldx;
             const float *x1 = count > 1 ? x0 + ldx : x0, *x2 = count > 2 ? x0 + 2 * ldx : x0, *x3 = count > 3 ? x0 + 3 * ldx : x0;
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
             for (long i = 0; i < k; i += 8) {
-                __m256 w0 = _mm256_load_ps(p0 + i), w1 = _mm256_load_ps(p1 + i), v;
-                v = _mm256_loadu_ps(x0 + i); a00 = _mm256_fmadd_ps(w0, v, a00); a10 = _mm256_fmadd_ps(w1, v, a10);
-                v = _mm256_loadu_ps(x1 + i); a01 = _mm256_fmadd_ps(w0, v, a01); a11 = _mm256_fmadd_ps(w1, v, a11);
-                v = _mm256_loadu_ps(x2 + i); a02 = _mm256_fmadd_ps(w0, v, a02); a12 = _mm256_fmadd_ps(w1, v, a12);
-                v = _mm256_loadu_ps(x3 + i); a03 = _mm256_fmadd_ps(w0, v, a03); a13 = _mm256_fmadd_ps(w1, v, a13);
+                __m256 w0 = _mm256_load_ps(p0 + i), w1 = _mm256_load_ps(p1 + i), w2 = _mm256_load_ps(p2 + i), v;
+                v = _mm256_loadu_ps(x0 + i);
+                a00 = _mm256_fmadd_ps(w0, v, a00); a10 = _mm256_fmadd_ps(w1, v, a10); a20 = _mm256_fmadd_ps(w2, v, a20);
+                v = _mm256_loadu_ps(x1 + i);
+                a01 = _mm256_fmadd_ps(w0, v, a01); a11 = _mm256_fmadd_ps(w1, v, a11); a21 = _mm256_fmadd_ps(w2, v, a21);
+                v = _mm256_loadu_ps(x2 + i);
+                a02 = _mm256_fmadd_ps(w0, v, a02); a12 = _mm256_fmadd_ps(w1, v, a12); a22 = _mm256_fmadd_ps(w2, v, a22);
+                v = _mm256_loadu_ps(x3 + i);
+                a03 = _mm256_fmadd_ps(w0, v, a03); a13 = _mm256_fmadd_ps(w1, v, a13); a23 = _mm256_fmadd_ps(w2, v, a23);
             }
-            __m256 sums[4][2] = {{a00, a10}, {a01, a11}, {a02, a12}, {a03, a13}};
-            for (long v = 0; v < count; v++) {
-                y[(v0 + v) * ldy + r0] = hsum_avx(sums[v][0]);
-                y[(v0 + v) * ldy + r0 + 1] = hsum_avx(sums[v][1]);
-            }
+            __m256 sums[4][3] = {{a00, a10, a20}, {a01, a11, a21}, {a02, a12, a22}, {a03, a13, a23}};
+            for (long v = 0; v < count; v++)
+                for (int r = 0; r < 3; r++) y[(v0 + v) * ldy + r0 + r] = hsum_avx(sums[v][r]);
         }
     }
     for (; r0 < rows; r0++) {

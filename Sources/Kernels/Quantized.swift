@@ -66,7 +66,7 @@ public func quantizedMatmul(_ type: GGMLType, rows: Int, k: Int, weights: Unsafe
     precondition(n == 0 || (x.count >= (n - 1) * ldx + k && y.count >= (n - 1) * ldy + rows), "quantizedMatmul: buffer too small")
     if n == 0 || rows == 0 { return }
     let rowBytes = k / type.blockSize * type.blockBytes
-    pool.parallelPieces(rows, minimumPerPiece: max(4, 32_768 / max(1, k * n)), piecesPerThread: 2, alignment: 4) { range in
+    pool.parallelPieces(rows, minimumPerPiece: max(4, 32_768 / max(1, k * n)), piecesPerThread: 2, alignment: 12) { range in
         sg_quantized_matmul(isa.rawValue, Int32(type.rawValue), range.count, k, weights + range.lowerBound * rowBytes, rowBytes, n,
                             x.baseAddress!, ldx, y.baseAddress! + range.lowerBound, ldy)
     }
