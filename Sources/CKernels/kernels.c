@@ -917,16 +917,27 @@ SG_AVX2Q static void qmatvec_avx2(int type, long rows, long k, const unsigned ch
 // Decoding attention for the query heads that share one key/value head (grouped-query
 // attention): each cached key and value row is loaded once for all of them. Scores run in tiles
 // of 4 positions x up to 4 queries (AVX2: 2), whose dot products are summed across lanes four
-// at a time; values in chunks of 64 (AVX2: 32) columns.
+// at a time; values in chunks of 64 (AVX2: 32) columns. Cached rows hold fp32 or fp16 (`half`,
+// a constant in each caller after inlining): fp16 rows widen to fp32 as they load.
 
 #if SG_X86
+SG_AVX512Q static inline __attribute__((always_inline)) __m512 load_kv16(const void *row, long d, int half) {
+    return half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const unsigned short *)row + d)))
+                : _mm512_loadu_ps((const float *)row + d);
+}
+
+// Row j of rows `ld` elements apart.
+static inline __attribute__((always_inline)) const void *kv_row(const void *rows, long j, long ld, int half) {
+    return (const char *)rows + j * ld * (half ? 2 : 4);
+}
+
 // Scores of `m` queries (a constant after inlining) against 4 positions of keys k[0..3].
 SG_AVX512Q static inline __attribute__((always_inline)) void scores_tile_avx512(
-        int m, long hd, const float *q, long ldq, const float *const k[4], float scale, float *out, long ldo, long count) {
+        int m, int half, long hd, const float *q, long ldq, const void *const k[4], float scale, float *out, long ldo, long count) {
     __m512 acc[4][4];
     for (int i = 0; i < 4; i++) for (int p = 0; p < 4; p++) acc[i][p] = _mm512_setzero_ps();
     for (long d = 0; d < hd; d += 16) {
-        __m512 key[4] = {_mm512_loadu_ps(k[0] + d), _mm512_loadu_ps(k[1] + d), _mm512_loadu_ps(k[2] + d), _mm512_loadu_ps(k[3] + d)};
+        __m512 key[4] = {load_kv16(k[0], d, half), load_kv16(k[1], d, half), load_kv16(k[2], d, half), load_kv16(k[3], d, half)};
         for (int i = 0; i < 4; i++) {
             if (i >= m) break;
             __m512 query = _mm512_loadu_ps(q + i * ldq + d);
@@ -942,22 +953,22 @@ SG_AVX512Q static inline __attribute__((always_inline)) void scores_tile_avx512(
     }
 }
 
-SG_AVX512Q static void attention_scores_avx512(long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
-                                               float scale, float *out, long ldo) {
+SG_AVX512Q static inline __attribute__((always_inline)) void attention_scores_avx512(
+        int half, long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
     for (long i0 = 0; i0 < nq; i0 += 4) {
         long m = nq - i0 < 4 ? nq - i0 : 4;
         for (long j = 0; j < n; j += 4) {
             long count = n - j < 4 ? n - j : 4;
             // A tile past the last position repeats it (computed, not stored).
-            const float *k[4];
-            for (long p = 0; p < 4; p++) k[p] = keys + (j + (p < count ? p : count - 1)) * ld;
+            const void *k[4];
+            for (long p = 0; p < 4; p++) k[p] = kv_row(keys, j + (p < count ? p : count - 1), ld, half);
             const float *qi = q + i0 * ldq;
             float *o = out + i0 * ldo + j;
             switch (m) {
-            case 1: scores_tile_avx512(1, hd, qi, ldq, k, scale, o, ldo, count); break;
-            case 2: scores_tile_avx512(2, hd, qi, ldq, k, scale, o, ldo, count); break;
-            case 3: scores_tile_avx512(3, hd, qi, ldq, k, scale, o, ldo, count); break;
-            default: scores_tile_avx512(4, hd, qi, ldq, k, scale, o, ldo, count); break;
+            case 1: scores_tile_avx512(1, half, hd, qi, ldq, k, scale, o, ldo, count); break;
+            case 2: scores_tile_avx512(2, half, hd, qi, ldq, k, scale, o, ldo, count); break;
+            case 3: scores_tile_avx512(3, half, hd, qi, ldq, k, scale, o, ldo, count); break;
+            default: scores_tile_avx512(4, half, hd, qi, ldq, k, scale, o, ldo, count); break;
             }
         }
     }
@@ -965,12 +976,13 @@ SG_AVX512Q static void attention_scores_avx512(long nq, long n, long hd, const f
 
 // out[i][c..] += Σ_j w[i][j] · values[j][c..] for `m` queries and `vecs` registers of 16 columns.
 SG_AVX512Q static inline __attribute__((always_inline)) void values_tile_avx512(
-        int m, int vecs, long n, const float *w, long ldw, const float *values, long ld, float *out, long ldout) {
+        int m, int vecs, int half, long n, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
     __m512 acc[4][4];
     for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) acc[i][c] = _mm512_loadu_ps(out + i * ldout + 16 * c);
     for (long j = 0; j < n; j++) {
         __m512 v[4];
-        for (int c = 0; c < vecs; c++) v[c] = _mm512_loadu_ps(values + j * ld + 16 * c);
+        const void *row = kv_row(values, j, ld, half);
+        for (int c = 0; c < vecs; c++) v[c] = load_kv16(row, 16 * c, half);
         for (int i = 0; i < m; i++) {
             __m512 weight = _mm512_set1_ps(w[i * ldw + j]);
             for (int c = 0; c < vecs; c++) acc[i][c] = _mm512_fmadd_ps(weight, v[c], acc[i][c]);
@@ -979,27 +991,33 @@ SG_AVX512Q static inline __attribute__((always_inline)) void values_tile_avx512(
     for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) _mm512_storeu_ps(out + i * ldout + 16 * c, acc[i][c]);
 }
 
-SG_AVX512Q static void attention_values_avx512(long nq, long n, long hd, const float *w, long ldw, const float *values, long ld,
-                                               float *out, long ldout) {
+SG_AVX512Q static inline __attribute__((always_inline)) void attention_values_avx512(
+        int half, long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
     for (long d = 0; d < hd;) {
         int vecs = hd - d >= 64 ? 4 : 1;
+        const void *column = (const char *)values + d * (half ? 2 : 4);
         for (long i0 = 0; i0 < nq; i0 += 4) {
             long m = nq - i0 < 4 ? nq - i0 : 4;
             const float *wi = w + i0 * ldw;
             float *o = out + i0 * ldout + d;
             if (vecs == 4) {
                 switch (m) {
-                case 1: values_tile_avx512(1, 4, n, wi, ldw, values + d, ld, o, ldout); break;
-                case 2: values_tile_avx512(2, 4, n, wi, ldw, values + d, ld, o, ldout); break;
-                case 3: values_tile_avx512(3, 4, n, wi, ldw, values + d, ld, o, ldout); break;
-                default: values_tile_avx512(4, 4, n, wi, ldw, values + d, ld, o, ldout); break;
+                case 1: values_tile_avx512(1, 4, half, n, wi, ldw, column, ld, o, ldout); break;
+                case 2: values_tile_avx512(2, 4, half, n, wi, ldw, column, ld, o, ldout); break;
+                case 3: values_tile_avx512(3, 4, half, n, wi, ldw, column, ld, o, ldout); break;
+                default: values_tile_avx512(4, 4, half, n, wi, ldw, column, ld, o, ldout); break;
                 }
             } else {
-                values_tile_avx512((int)m, 1, n, wi, ldw, values + d, ld, o, ldout);
+                values_tile_avx512((int)m, 1, half, n, wi, ldw, column, ld, o, ldout);
             }
         }
         d += 16 * vecs;
     }
+}
+
+SG_AVX2Q static inline __attribute__((always_inline)) __m256 load_kv8(const void *row, long d, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const unsigned short *)row + d)))
+                : _mm256_loadu_ps((const float *)row + d);
 }
 
 // The sums of the 8 lanes of a, b, c and d, as one vector of 4.
@@ -1008,12 +1026,12 @@ SG_AVX2 static inline __m128 reduce4_avx2(__m256 a, __m256 b, __m256 c, __m256 d
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-SG_AVX2 static inline __attribute__((always_inline)) void scores_tile_avx2(
-        int m, long hd, const float *q, long ldq, const float *const k[4], float scale, float *out, long ldo, long count) {
+SG_AVX2Q static inline __attribute__((always_inline)) void scores_tile_avx2(
+        int m, int half, long hd, const float *q, long ldq, const void *const k[4], float scale, float *out, long ldo, long count) {
     __m256 acc[2][4];
     for (int i = 0; i < 2; i++) for (int p = 0; p < 4; p++) acc[i][p] = _mm256_setzero_ps();
     for (long d = 0; d < hd; d += 8) {
-        __m256 key[4] = {_mm256_loadu_ps(k[0] + d), _mm256_loadu_ps(k[1] + d), _mm256_loadu_ps(k[2] + d), _mm256_loadu_ps(k[3] + d)};
+        __m256 key[4] = {load_kv8(k[0], d, half), load_kv8(k[1], d, half), load_kv8(k[2], d, half), load_kv8(k[3], d, half)};
         for (int i = 0; i < m; i++) {
             __m256 query = _mm256_loadu_ps(q + i * ldq + d);
             for (int p = 0; p < 4; p++) acc[i][p] = _mm256_fmadd_ps(query, key[p], acc[i][p]);
@@ -1028,26 +1046,27 @@ SG_AVX2 static inline __attribute__((always_inline)) void scores_tile_avx2(
     }
 }
 
-SG_AVX2 static void attention_scores_avx2(long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
-                                          float scale, float *out, long ldo) {
+SG_AVX2Q static inline __attribute__((always_inline)) void attention_scores_avx2(
+        int half, long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
     for (long i0 = 0; i0 < nq; i0 += 2) {
         for (long j = 0; j < n; j += 4) {
             long count = n - j < 4 ? n - j : 4;
-            const float *k[4];
-            for (long p = 0; p < 4; p++) k[p] = keys + (j + (p < count ? p : count - 1)) * ld;
-            if (nq - i0 >= 2) scores_tile_avx2(2, hd, q + i0 * ldq, ldq, k, scale, out + i0 * ldo + j, ldo, count);
-            else scores_tile_avx2(1, hd, q + i0 * ldq, ldq, k, scale, out + i0 * ldo + j, ldo, count);
+            const void *k[4];
+            for (long p = 0; p < 4; p++) k[p] = kv_row(keys, j + (p < count ? p : count - 1), ld, half);
+            if (nq - i0 >= 2) scores_tile_avx2(2, half, hd, q + i0 * ldq, ldq, k, scale, out + i0 * ldo + j, ldo, count);
+            else scores_tile_avx2(1, half, hd, q + i0 * ldq, ldq, k, scale, out + i0 * ldo + j, ldo, count);
         }
     }
 }
 
-SG_AVX2 static inline __attribute__((always_inline)) void values_tile_avx2(
-        int m, int vecs, long n, const float *w, long ldw, const float *values, long ld, float *out, long ldout) {
+SG_AVX2Q static inline __attribute__((always_inline)) void values_tile_avx2(
+        int m, int vecs, int half, long n, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
     __m256 acc[2][4];
     for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) acc[i][c] = _mm256_loadu_ps(out + i * ldout + 8 * c);
     for (long j = 0; j < n; j++) {
         __m256 v[4];
-        for (int c = 0; c < vecs; c++) v[c] = _mm256_loadu_ps(values + j * ld + 8 * c);
+        const void *row = kv_row(values, j, ld, half);
+        for (int c = 0; c < vecs; c++) v[c] = load_kv8(row, 8 * c, half);
         for (int i = 0; i < m; i++) {
             __m256 weight = _mm256_broadcast_ss(w + i * ldw + j);
             for (int c = 0; c < vecs; c++) acc[i][c] = _mm256_fmadd_ps(weight, v[c], acc[i][c]);
@@ -1056,46 +1075,144 @@ SG_AVX2 static inline __attribute__((always_inline)) void values_tile_avx2(
     for (int i = 0; i < m; i++) for (int c = 0; c < vecs; c++) _mm256_storeu_ps(out + i * ldout + 8 * c, acc[i][c]);
 }
 
-SG_AVX2 static void attention_values_avx2(long nq, long n, long hd, const float *w, long ldw, const float *values, long ld,
-                                          float *out, long ldout) {
+SG_AVX2Q static inline __attribute__((always_inline)) void attention_values_avx2(
+        int half, long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
     for (long d = 0; d < hd;) {
         int vecs = hd - d >= 32 ? 4 : 1;
+        const void *column = (const char *)values + d * (half ? 2 : 4);
         for (long i0 = 0; i0 < nq; i0 += 2) {
             int m = nq - i0 >= 2 ? 2 : 1;
             const float *wi = w + i0 * ldw;
             float *o = out + i0 * ldout + d;
             if (vecs == 4) {
-                if (m == 2) values_tile_avx2(2, 4, n, wi, ldw, values + d, ld, o, ldout);
-                else values_tile_avx2(1, 4, n, wi, ldw, values + d, ld, o, ldout);
+                if (m == 2) values_tile_avx2(2, 4, half, n, wi, ldw, column, ld, o, ldout);
+                else values_tile_avx2(1, 4, half, n, wi, ldw, column, ld, o, ldout);
             } else {
-                values_tile_avx2(m, 1, n, wi, ldw, values + d, ld, o, ldout);
+                values_tile_avx2(m, 1, half, n, wi, ldw, column, ld, o, ldout);
             }
         }
         d += 8 * vecs;
     }
 }
+
+// One entry point per ISA and element type, each with `half` a constant.
+SG_AVX512Q static void attention_scores_avx512_f32(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
+    attention_scores_avx512(0, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+}
+SG_AVX512Q static void attention_scores_avx512_f16(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
+    attention_scores_avx512(1, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+}
+SG_AVX2Q static void attention_scores_avx2_f32(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
+    attention_scores_avx2(0, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+}
+SG_AVX2Q static void attention_scores_avx2_f16(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
+    attention_scores_avx2(1, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+}
+SG_AVX512Q static void attention_values_avx512_f32(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
+    attention_values_avx512(0, nq, n, hd, w, ldw, values, ld, out, ldout);
+}
+SG_AVX512Q static void attention_values_avx512_f16(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
+    attention_values_avx512(1, nq, n, hd, w, ldw, values, ld, out, ldout);
+}
+SG_AVX2Q static void attention_values_avx2_f32(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
+    attention_values_avx2(0, nq, n, hd, w, ldw, values, ld, out, ldout);
+}
+SG_AVX2Q static void attention_values_avx2_f16(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
+    attention_values_avx2(1, nq, n, hd, w, ldw, values, ld, out, ldout);
+}
 #endif
 
-void sg_attention_scores(int isa, long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
-                         float scale, float *out, long ldo) {
-#if SG_X86
-    if (isa == SG_ISA_AVX512 && hd % 16 == 0) { attention_scores_avx512(nq, n, hd, q, ldq, keys, ld, scale, out, ldo); return; }
-    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) { attention_scores_avx2(nq, n, hd, q, ldq, keys, ld, scale, out, ldo); return; }
-#endif
-    for (long i = 0; i < nq; i++)
-        for (long j = 0; j < n; j++) out[i * ldo + j] = sg_dot(isa, hd, q + i * ldq, keys + j * ld) * scale;
+// Element `c` of cached row j.
+static inline float kv_element(const void *rows, long j, long ld, long c, int half) {
+    return half ? sg_half_to_float(((const unsigned short *)rows)[j * ld + c]) : ((const float *)rows)[j * ld + c];
 }
 
-void sg_attention_values(int isa, long nq, long n, long hd, const float *weights, long ldw, const float *values, long ld,
+void sg_attention_scores(int isa, int half, long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld,
+                         float scale, float *out, long ldo) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512 && hd % 16 == 0) {
+        (half ? attention_scores_avx512_f16 : attention_scores_avx512_f32)(nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+        return;
+    }
+    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) {
+        (half ? attention_scores_avx2_f16 : attention_scores_avx2_f32)(nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+        return;
+    }
+#endif
+    for (long i = 0; i < nq; i++)
+        for (long j = 0; j < n; j++) {
+            if (!half) { out[i * ldo + j] = sg_dot(isa, hd, q + i * ldq, (const float *)keys + j * ld) * scale; continue; }
+            float sum = 0;
+            for (long c = 0; c < hd; c++) sum += q[i * ldq + c] * kv_element(keys, j, ld, c, 1);
+            out[i * ldo + j] = sum * scale;
+        }
+}
+
+void sg_attention_values(int isa, int half, long nq, long n, long hd, const float *weights, long ldw, const void *values, long ld,
                          float *out, long ldout) {
 #if SG_X86
-    if (isa == SG_ISA_AVX512 && hd % 16 == 0) { attention_values_avx512(nq, n, hd, weights, ldw, values, ld, out, ldout); return; }
-    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) { attention_values_avx2(nq, n, hd, weights, ldw, values, ld, out, ldout); return; }
+    if (isa == SG_ISA_AVX512 && hd % 16 == 0) {
+        (half ? attention_values_avx512_f16 : attention_values_avx512_f32)(nq, n, hd, weights, ldw, values, ld, out, ldout);
+        return;
+    }
+    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) {
+        (half ? attention_values_avx2_f16 : attention_values_avx2_f32)(nq, n, hd, weights, ldw, values, ld, out, ldout);
+        return;
+    }
 #endif
     (void)isa;
     for (long i = 0; i < nq; i++)
         for (long j = 0; j < n; j++)
-            for (long c = 0; c < hd; c++) out[i * ldout + c] += weights[i * ldw + j] * values[j * ld + c];
+            for (long c = 0; c < hd; c++) out[i * ldout + c] += weights[i * ldw + j] * kv_element(values, j, ld, c, half);
+}
+
+// Round to nearest even, as F16C's conversion: overflow to infinity, NaN kept quiet.
+unsigned short sg_float_to_half(float f) {
+    unsigned int x;
+    memcpy(&x, &f, 4);
+    unsigned int sign = (x >> 16) & 0x8000, magnitude = x & 0x7FFFFFFF;
+    if (magnitude >= 0x7F800000) return (unsigned short)(sign | (magnitude > 0x7F800000 ? 0x7E00 | ((magnitude >> 13) & 0x3FF) : 0x7C00));
+    if (magnitude >= 0x477FF000) return (unsigned short)(sign | 0x7C00);  // 65520 and up round to infinity
+    if (magnitude < 0x38800000) {  // below fp16's smallest normal: a subnormal or zero
+        if (magnitude < 0x33000000) return (unsigned short)sign;  // below 2^-25
+        unsigned int exponent = magnitude >> 23, mantissa = (magnitude & 0x7FFFFF) | 0x800000, shift = 126 - exponent;
+        unsigned int r = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rest > halfway || (rest == halfway && (r & 1))) r++;
+        return (unsigned short)(sign | r);
+    }
+    unsigned int r = (magnitude - 0x38000000) >> 13, rest = magnitude & 0x1FFF;
+    if (rest > 0x1000 || (rest == 0x1000 && (r & 1))) r++;
+    return (unsigned short)(sign | r);
+}
+
+#if SG_X86
+SG_AVX2Q static void to_half_f16c(long n, const float *src, unsigned short *dst) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = sg_float_to_half(src[i]);
+}
+
+SG_AVX2Q static void from_half_f16c(long n, const unsigned short *src, float *dst) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = sg_half_to_float(src[i]);
+}
+#endif
+
+void sg_to_half(int isa, long n, const float *src, unsigned short *dst) {
+#if SG_X86
+    if (isa >= SG_ISA_AVX2_FMA) { to_half_f16c(n, src, dst); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++) dst[i] = sg_float_to_half(src[i]);
+}
+
+void sg_from_half(int isa, long n, const unsigned short *src, float *dst) {
+#if SG_X86
+    if (isa >= SG_ISA_AVX2_FMA) { from_half_f16c(n, src, dst); return; }
+#endif
+    (void)isa;
+    for (long i = 0; i < n; i++) dst[i] = sg_half_to_float(src[i]);
 }
 
 void sg_dequantize(int isa, int type, const void *src, long n, float *dst) {

@@ -69,7 +69,7 @@ public final class BatchScheduler {
                 maxSequences: Int = 16, chunkTokens: Int = 256) throws {
         self.model = model
         self.tokenizer = tokenizer
-        pool = try KVBlockPool(config: model.config, budget: budget, blockSize: blockSize)
+        pool = try KVBlockPool(config: model.config, budget: budget, blockSize: blockSize, storage: model.keyValueStorage)
         self.maxSequences = maxSequences
         self.chunkTokens = chunkTokens
         workspace = InferenceWorkspace(pool: model.pool)

@@ -111,7 +111,8 @@ public final class Generator: @unchecked Sendable {
             throw ModelError("the prompt behind its debiasing prefix fills the model's context (\(model.config.contextLength) tokens)")
         }
         let room = model.config.contextLength - longest
-        let pool = try KVBlockPool(config: model.config, budget: .tokens(prompts.reduce(0) { $0 + $1.count + room + 16 }))
+        let pool = try KVBlockPool(config: model.config, budget: .tokens(prompts.reduce(0) { $0 + $1.count + room + 16 }),
+                                   storage: model.keyValueStorage)
         let caches = prompts.map { KVCache(pool: pool, capacity: $0.count + room) }
         let workspace = InferenceWorkspace(pool: model.pool)
         let rows = UnsafeMutableBufferPointer<Float>.allocate(capacity: prompts.count * V)

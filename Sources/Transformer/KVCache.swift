@@ -1,8 +1,19 @@
+import CKernels
 import Foundation
 import Kernels
 
+/// How a KV pool stores keys and values: fp32 (what the model computed), or fp16 (half the
+/// memory, and half the bytes decoding attention reads; each key and value rounded to 11
+/// significant bits, as llama.cpp's default cache).
+public enum KVStorage: String, Sendable, CaseIterable {
+    case f32, f16
+
+    /// Bytes per element.
+    public var bytes: Int { self == .f32 ? 4 : 2 }
+}
+
 /// Keys and values of many sequences in fixed-size blocks of positions (vLLM's PagedAttention):
-/// per layer one arena of `blockCount` blocks × `blockSize` positions × (NKV · hd) floats for
+/// per layer one arena of `blockCount` blocks × `blockSize` positions × (NKV · hd) elements for
 /// keys and one for values. Sequences (`KVCache`) draw blocks as they grow and return them when
 /// they end; a fork shares its parent's blocks, counted by reference, and copies a shared block
 /// only when it writes into it.
@@ -17,17 +28,18 @@ public final class KVBlockPool: @unchecked Sendable {
 
     public let blockSize: Int
     public let blockCount: Int
+    public let storage: KVStorage
     let keyValueSize: Int
-    let keys: [FloatBuffer]
-    let values: [FloatBuffer]
+    private let keys: [UnsafeMutableRawPointer]
+    private let values: [UnsafeMutableRawPointer]
     private var free: [Int32]
     private var references: [Int32]
     private let lock = NSLock()
 
-    public init(config: ModelConfig, budget: Budget, blockSize: Int = 16) throws {
+    public init(config: ModelConfig, budget: Budget, blockSize: Int = 16, storage: KVStorage = .f32) throws {
         guard blockSize > 0 else { throw ModelError("the KV block size must be positive, got \(blockSize)") }
         let kv = config.keyValueSize
-        let bytesPerBlock = 2 * config.layerCount * blockSize * kv * 4
+        let bytesPerBlock = 2 * config.layerCount * blockSize * kv * storage.bytes
         let blocks: Int
         switch budget {
         case .tokens(let tokens): blocks = (tokens + blockSize - 1) / blockSize
@@ -39,10 +51,12 @@ public final class KVBlockPool: @unchecked Sendable {
                                     Double(blocks * bytesPerBlock) / 1e9, Double(ProcessInfo.processInfo.physicalMemory) / 1e9))
         }
         self.blockSize = blockSize
+        self.storage = storage
         blockCount = blocks
         keyValueSize = kv
-        keys = (0..<config.layerCount).map { _ in .allocate(capacity: blocks * blockSize * kv) }
-        values = (0..<config.layerCount).map { _ in .allocate(capacity: blocks * blockSize * kv) }
+        let arena = blocks * blockSize * kv * storage.bytes
+        keys = (0..<config.layerCount).map { _ in .allocate(byteCount: arena, alignment: 64) }
+        values = (0..<config.layerCount).map { _ in .allocate(byteCount: arena, alignment: 64) }
         free = (0..<Int32(blocks)).reversed()
         references = [Int32](repeating: 0, count: blocks)
     }
@@ -52,11 +66,14 @@ public final class KVBlockPool: @unchecked Sendable {
         values.forEach { $0.deallocate() }
     }
 
+    /// Layers the pool holds keys and values for.
+    var layerCount: Int { keys.count }
+
     /// Blocks no sequence holds.
     public var freeBlocks: Int { lock.withLock { free.count } }
 
     /// Bytes of keys and values the pool holds.
-    public var byteCount: Int { 2 * keys.count * blockCount * blockSize * keyValueSize * 4 }
+    public var byteCount: Int { 2 * keys.count * blockCount * blockSize * keyValueSize * storage.bytes }
 
     /// A block for one holder, or nil when the budget is spent.
     func take() -> Int32? {
@@ -81,16 +98,53 @@ public final class KVBlockPool: @unchecked Sendable {
 
     /// Copies the first `positions` positions of block `source` into `target`, every layer.
     func copy(_ source: Int32, to target: Int32, positions: Int) {
-        let n = positions * keyValueSize, from = Int(source) * blockSize * keyValueSize, to = Int(target) * blockSize * keyValueSize
+        let bytes = positions * keyValueSize * storage.bytes
+        let from = offset(block: source, slot: 0) * storage.bytes, to = offset(block: target, slot: 0) * storage.bytes
         for layer in keys.indices {
-            (keys[layer].baseAddress! + to).update(from: keys[layer].baseAddress! + from, count: n)
-            (values[layer].baseAddress! + to).update(from: values[layer].baseAddress! + from, count: n)
+            (keys[layer] + to).copyMemory(from: keys[layer] + from, byteCount: bytes)
+            (values[layer] + to).copyMemory(from: values[layer] + from, byteCount: bytes)
         }
     }
 
-    /// Where position slot `slot` of `block` keeps its key (and, in `values`, its value).
+    /// Where position slot `slot` of `block` keeps its key (and, in `values`, its value), in elements.
     @inline(__always)
     func offset(block: Int32, slot: Int) -> Int { (Int(block) * blockSize + slot) * keyValueSize }
+
+    /// Stores `rows` rows of `keyValueSize` keys and values of `layer` (fp32, `ld` apart, the
+    /// values `valueOffset` floats after the keys) at element `offset` (consecutive positions of one block).
+    func store(layer: Int, at offset: Int, rows: Int, from source: UnsafePointer<Float>, ld: Int, valueOffset: Int) {
+        let isa = InstructionSet.best.rawValue
+        for r in 0..<rows {
+            let row = source + r * ld, at = offset + r * keyValueSize
+            switch storage {
+            case .f32:
+                (keys[layer].assumingMemoryBound(to: Float.self) + at).update(from: row, count: keyValueSize)
+                (values[layer].assumingMemoryBound(to: Float.self) + at).update(from: row + valueOffset, count: keyValueSize)
+            case .f16:
+                sg_to_half(isa, keyValueSize, row, keys[layer].assumingMemoryBound(to: UInt16.self) + at)
+                sg_to_half(isa, keyValueSize, row + valueOffset, values[layer].assumingMemoryBound(to: UInt16.self) + at)
+            }
+        }
+    }
+
+    /// Copies `count` elements of `layer`'s keys and values from element `offset` out as fp32.
+    func load(layer: Int, at offset: Int, count: Int, keys outKeys: UnsafeMutablePointer<Float>, values outValues: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case .f32:
+            outKeys.update(from: keys[layer].assumingMemoryBound(to: Float.self) + offset, count: count)
+            outValues.update(from: values[layer].assumingMemoryBound(to: Float.self) + offset, count: count)
+        case .f16:
+            let isa = InstructionSet.best.rawValue
+            sg_from_half(isa, count, keys[layer].assumingMemoryBound(to: UInt16.self) + offset, outKeys)
+            sg_from_half(isa, count, values[layer].assumingMemoryBound(to: UInt16.self) + offset, outValues)
+        }
+    }
+
+    /// `layer`'s paged rows from column `column` (elements) through a sequence's block table.
+    func rows(layer: Int, column: Int, table: UnsafePointer<Int32>?) -> KeyValueRows {
+        KeyValueRows(keys: UnsafeRawPointer(keys[layer]) + column * storage.bytes, values: UnsafeRawPointer(values[layer]) + column * storage.bytes,
+                     ld: keyValueSize, table: table, blockSize: blockSize, storage: storage)
+    }
 }
 
 /// One sequence's keys and values: a block table into a `KVBlockPool` and the number of
@@ -120,7 +174,7 @@ public final class KVCache: @unchecked Sendable {
         guard capacity <= model.config.contextLength else {
             throw ModelError("\(capacity) tokens exceed the model's context length \(model.config.contextLength)")
         }
-        self.init(pool: try KVBlockPool(config: model.config, budget: .tokens(capacity)), capacity: capacity)
+        self.init(pool: try KVBlockPool(config: model.config, budget: .tokens(capacity), storage: model.keyValueStorage), capacity: capacity)
     }
 
     deinit { blocks.forEach(pool.release) }

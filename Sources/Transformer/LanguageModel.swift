@@ -34,6 +34,9 @@ public final class LanguageModel: @unchecked Sendable {
     /// LoRA adapters on the projections (`attach`): with them, backward trains the adapters only.
     public private(set) var adapters: LoRAAdapters?
     public var pool: ThreadPool
+    /// How the KV pools made for this model's generation store keys and values (`KVCache(_:capacity:)`,
+    /// `BatchScheduler`, `Generator`); evaluation keeps fp32 whatever this says.
+    public var keyValueStorage: KVStorage = .f32
     /// Keeps the memory-mapped file of in-place weights alive.
     let owner: AnyObject?
     let frequencies: [Double]
@@ -326,7 +329,7 @@ public final class LanguageModel: @unchecked Sendable {
         for (index, entry) in batch.enumerated() {
             let cache = entry.cache, T = entry.tokens.count
             guard T > 0 else { throw ModelError("batch entry \(index) has no tokens") }
-            guard cache.pool.keys.count == config.layerCount, cache.pool.keyValueSize == config.keyValueSize else {
+            guard cache.pool.layerCount == config.layerCount, cache.pool.keyValueSize == config.keyValueSize else {
                 throw ModelError("batch entry \(index): the KV cache was made for another model")
             }
             guard !batch[..<index].contains(where: { $0.cache === cache }) else {
@@ -470,10 +473,9 @@ public final class LanguageModel: @unchecked Sendable {
             guard let cache = span.cache else { continue }
             let pool = cache.pool, P = pool.blockSize
             for t in 0..<span.rows {
-                let row = a.qkv.baseAddress! + (span.first + t) * W + NH * hd, position = span.offset + t
-                let offset = pool.offset(block: span.table![position / P], slot: position % P)
-                (pool.keys[l].baseAddress! + offset).update(from: row, count: kv)
-                (pool.values[l].baseAddress! + offset).update(from: row + kv, count: kv)
+                let position = span.offset + t
+                pool.store(layer: l, at: pool.offset(block: span.table![position / P], slot: position % P), rows: 1,
+                           from: a.qkv.baseAddress! + (span.first + t) * W + NH * hd, ld: W, valueOffset: kv)
             }
         }
         // Prompt chunks attend through a gemm per head over all their keys: this layer's cached keys
@@ -483,8 +485,7 @@ public final class LanguageModel: @unchecked Sendable {
             let keys = gathered!.baseAddress! + span.gathered, values = keys + S * kv
             for first in stride(from: 0, to: S, by: P) {
                 let n = min(P, S - first), offset = cache.pool.offset(block: span.table![first / P], slot: 0)
-                (keys + first * kv).update(from: cache.pool.keys[l].baseAddress! + offset, count: n * kv)
-                (values + first * kv).update(from: cache.pool.values[l].baseAddress! + offset, count: n * kv)
+                cache.pool.load(layer: l, at: offset, count: n * kv, keys: keys + first * kv, values: values + first * kv)
             }
         }
         let site = 1 + 3 * l
@@ -507,8 +508,7 @@ public final class LanguageModel: @unchecked Sendable {
                 let keys = gathered!.baseAddress! + span.gathered
                 rows = .contiguous(keys: keys + g * hd, values: keys + S * kv + g * hd, ld: kv)
             } else if let cache = span.cache {
-                rows = KeyValueRows(keys: cache.pool.keys[l].baseAddress! + g * hd, values: cache.pool.values[l].baseAddress! + g * hd,
-                                    ld: kv, table: span.table, blockSize: cache.pool.blockSize)
+                rows = cache.pool.rows(layer: l, column: g * hd, table: span.table)
             } else {
                 let k = a.qkv.baseAddress! + span.first * W + NH * hd + g * hd
                 rows = .contiguous(keys: k, values: k + kv, ld: W)

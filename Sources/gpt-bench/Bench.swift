@@ -56,3 +56,5 @@ struct ThreadList: ExpressibleByArgument {
         counts = parsed
     }
 }
+
+extension KVStorage: ExpressibleByArgument {}

@@ -17,6 +17,7 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Sequences decoding together, comma-separated (aggregate tokens/s).") var batch = ThreadList(argument: "1,4,16")!
     @Option(help: "Prompt tokens a batched step prefills at most (the mixed measurement).") var chunk = 64
     @Option(help: "Repetitions (the median is reported).") var repetitions = 3
+    @Option(help: "How the KV cache stores keys and values: f32, or f16 (half the memory and attention reads; rounded to fp16).") var kvType: KVStorage = .f32
     @Flag(help: "One JSON object per measurement.") var json = false
 
     func run() throws {
@@ -25,6 +26,7 @@ struct GenerateBench: ParsableCommand {
         }
         let loaded = try ModelLoader.load(path: model)
         let inference = loaded.model, config = inference.config
+        inference.keyValueStorage = kvType
         guard prompt + generate <= config.contextLength else { throw ValidationError("pp + tg exceed the context length \(config.contextLength)") }
         var generator = SplitMix64(seed: 1)
         let tokens = (0..<prompt).map { _ in Int(generator.next() % UInt64(config.vocabularySize)) }
@@ -76,7 +78,7 @@ struct GenerateBench: ParsableCommand {
     /// prompt), and the share of a step spent outside the linear layers' gemms.
     private func measureBatches(_ model: LanguageModel, threads: Int, tokens: [Int]) throws {
         for b in batch.counts {
-            let pool = try KVBlockPool(config: model.config, budget: .tokens(b * (16 + generate + 16)))
+            let pool = try KVBlockPool(config: model.config, budget: .tokens(b * (16 + generate + 16)), storage: model.keyValueStorage)
             let workspace = InferenceWorkspace(pool: model.pool)
             var rates: [Double] = [], outside: [Double] = [], attentionShares: [Double] = []
             for _ in 0..<repetitions {

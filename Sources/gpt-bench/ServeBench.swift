@@ -24,6 +24,7 @@ struct ServeBench: AsyncParsableCommand {
     @Option(help: "Tokens per completion.") var maxTokens = 64
     @Option(help: "The server's largest batch.") var maxBatch = 16
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "How the KV cache stores keys and values: f32, or f16 (half the memory and attention reads; rounded to fp16).") var kvType: KVStorage = .f32
     @Option(help: "Instead: N requests of mixed valid and invalid input from 32 clients.") var mixed: Int?
     @Flag(help: "One JSON object per measurement.") var json = false
 
@@ -31,6 +32,7 @@ struct ServeBench: AsyncParsableCommand {
         guard requests > 0, maxTokens > 0, maxBatch > 0 else { throw ValidationError("--requests, --max-tokens, --max-batch must be positive") }
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
         let loaded = try ModelLoader.load(path: model, pool: pool)
+        loaded.model.keyValueStorage = kvType
         let server = OpenAIHTTPServer(configuration: .init(port: 0, handlesSignals: false))
         let engine = try ServingEngine(model: loaded.model, tokenizer: loaded.tokenizer,
                                        limits: .init(maxBatch: maxBatch, maxQueue: 64, chunkTokens: 256, contextLength: 1024),

@@ -16,6 +16,7 @@ struct SamplingArguments: ParsableArguments {
     @Option(help: "Self-debiasing (Schick et al. 2021) against a bias type: race, gender, religion, socioeconomic, nationality, ... or all.")
     var debias: String?
     @Option(help: "Self-debiasing's decay constant lambda.") var debiasDecay: Float = 50
+    @Option(help: "How the KV cache stores keys and values: f32, or f16 (half the memory and attention reads; rounded to fp16).") var kvType: KVStorage = .f32
 
     /// A generator for the model, self-debiasing with --debias.
     func generator(_ loaded: ModelLoader.Loaded) throws -> Generator {
@@ -23,6 +24,7 @@ struct SamplingArguments: ParsableArguments {
         if let debias, debias != "all", !SelfDebiasing.biasTypes.contains(debias.lowercased()) {
             throw ValidationError("--debias \(debias): not one of all, \(SelfDebiasing.biasTypes.joined(separator: ", "))")
         }
+        loaded.model.keyValueStorage = kvType
         let generator = Generator(model: loaded.model, tokenizer: loaded.tokenizer)
         generator.debiasing = debias.map { SelfDebiasing(prefixes: SelfDebiasing.prefixes(for: $0 == "all" ? nil : $0), decay: debiasDecay) }
         return generator
@@ -111,3 +113,5 @@ struct ChatCommand: ParsableCommand {
         }
     }
 }
+
+extension KVStorage: ExpressibleByArgument {}

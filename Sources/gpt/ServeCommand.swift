@@ -25,6 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds a SIGTERM waits for requests in flight.") var grace = 30
     @Option(help: "The model's name in the API (default: the file or directory name).") var name: String?
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "How the KV cache stores keys and values: f32, or f16 (half the memory and attention reads; rounded to fp16).") var kvType: KVStorage = .f32
 
     func validate() throws {
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
@@ -51,13 +52,14 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: .init(host: host, port: port, apiKey: key, maxBodyBytes: maxBody, gracePeriod: .seconds(grace)),
             logger: logger)
         // The listener comes up first (/health answers 503) while the model loads.
-        let (path, lora, threads, ctx) = (model, lora, threads, ctx)
+        let (path, lora, threads, ctx, kvType) = (model, lora, threads, ctx, kvType)
         let limits = ServingEngine.Limits(maxBatch: maxBatch, maxQueue: maxQueue, chunkTokens: chunk,
                                           kvBudgetBytes: kvBudget.map { $0 << 20 })
         let modelName = name ?? URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
         let loading = Task.detached {
             let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
             let loaded = try ModelLoader.load(path: path, lora: lora, pool: pool)
+            loaded.model.keyValueStorage = kvType
             var limits = limits
             limits.contextLength = min(ctx ?? 4096, loaded.model.config.contextLength)
             let engine = try ServingEngine(model: loaded.model, tokenizer: loaded.tokenizer, limits: limits,

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import XCTest
 @testable import Kernels
@@ -189,6 +190,25 @@ final class ElementwiseTests: XCTestCase {
         let variance = samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(samples.count)
         XCTAssertEqual(mean, 0, accuracy: 0.03)
         XCTAssertEqual(variance, 1, accuracy: 0.04)
+    }
+
+    /// Float to half and back (the fp16 KV cache) against Swift's Float16: round to nearest
+    /// even at the ties, subnormals, overflow to infinity, every ISA's vector conversion.
+    func testHalfConversionsMatchFloat16() {
+        var values: [Float] = [0, -0, 1, -1, 65504, 65519.99, 65520, -70000, 1e-8, 6.1e-5, 5.96e-8, 2.98e-8, 2.9802326e-8,
+                               1 + 1.0 / 2048, 1 + 3.0 / 2048, 3.0517578e-5, .infinity, -.infinity, .leastNonzeroMagnitude]
+        values += randomFloats(4000, seed: 5).enumerated().map { $0.element * Float(pow(2.0, Double($0.offset % 40 - 28))) }
+        for value in values {
+            XCTAssertEqual(sg_float_to_half(value), Float16(value).bitPattern, "\(value)")
+        }
+        let expected = values.map { Float(Float16($0)) }
+        for isa in InstructionSet.supported {
+            var halves = [UInt16](repeating: 0, count: values.count), back = [Float](repeating: .nan, count: values.count)
+            sg_to_half(isa.rawValue, values.count, values, &halves)
+            sg_from_half(isa.rawValue, values.count, halves, &back)
+            XCTAssertEqual(halves, values.map { Float16($0).bitPattern }, "\(isa)")
+            XCTAssertEqual(back, expected, "\(isa)")
+        }
     }
 }
 

@@ -50,6 +50,48 @@ final class BatchTests: XCTestCase {
         }
     }
 
+    /// An fp16 cache: sequences in one batch (a prompt's second chunk gathering its first from
+    /// fp16 blocks, decoding rows reading them, a fork copying a shared block) give what each
+    /// gets alone with an fp16 cache; the logits stay within fp16's rounding of the fp32 cache's
+    /// and differ from them (the keys really are rounded); half the bytes per block.
+    func testHalfPrecisionCache() throws {
+        for name in ["gpt-gelu", "llama-untied"] {
+            let model = try ParityFixture(name).model
+            let prompt = [41, 12, 3, 7, 7, 1, 0, 63, 22, 5, 11], other = [5, 9, 33, 2, 60, 17]
+            func alone(_ storage: KVStorage, _ tokens: [Int], then next: [Int]) throws -> [[Float]] {
+                model.keyValueStorage = storage
+                defer { model.keyValueStorage = .f32 }
+                let cache = try KVCache(model, capacity: 16)
+                var steps = [Array(try model.forward(tokens, cache: cache))]
+                for token in next { steps.append(Array(try model.forward([token], cache: cache))) }
+                return steps
+            }
+            let half = try alone(.f16, prompt, then: [3, 4]), exact = try alone(.f32, prompt, then: [3, 4])
+            let halfOther = try alone(.f16, other, then: [8])
+            let pool = try KVBlockPool(config: model.config, budget: .tokens(64), blockSize: 4, storage: .f16)
+            let a = KVCache(pool: pool, capacity: 16), b = KVCache(pool: pool, capacity: 16)
+            let workspace = InferenceWorkspace()
+            var result = try model.forward(batch: [BatchEntry(cache: a, tokens: Array(prompt[..<5]), logits: .none),
+                                                   BatchEntry(cache: b, tokens: other)], workspace: workspace)
+            let forked = b.fork()
+            result = try model.forward(batch: [BatchEntry(cache: a, tokens: Array(prompt[5...])), BatchEntry(cache: forked, tokens: [8])],
+                                       workspace: workspace)
+            XCTAssertLessThan(maxDifference(result.logits(entry: 0), half[0]), 1e-4, "\(name): the chunked prompt")
+            XCTAssertLessThan(maxDifference(result.logits(entry: 1), halfOther[1]), 1e-4, "\(name): the fork's first step")
+            for (step, token) in [3, 4].enumerated() {
+                result = try model.forward(batch: [BatchEntry(cache: a, tokens: [token])], workspace: workspace)
+                XCTAssertLessThan(maxDifference(result.logits(entry: 0), half[step + 1]), 1e-4, "\(name): decoding step \(step)")
+            }
+            let rounding = zip(half.joined(), exact.joined()).map { abs($0 - $1) }.max()!
+            XCTAssertGreaterThan(rounding, 0, "\(name): the fp16 cache rounds")
+            XCTAssertLessThan(rounding, 2e-2, "\(name): within fp16's rounding")
+            let f32 = try KVBlockPool(config: model.config, budget: .bytes(1 << 20), blockSize: 4)
+            let f16 = try KVBlockPool(config: model.config, budget: .bytes(1 << 20), blockSize: 4, storage: .f16)
+            XCTAssertEqual(f16.blockCount, 2 * f32.blockCount)
+            XCTAssertEqual(f16.byteCount, f32.byteCount)
+        }
+    }
+
     /// Scoring: the log-probability of each next token equals log softmax of the full logits.
     func testTargetLogProbabilities() throws {
         let model = try ParityFixture("llama-tied").model

@@ -299,44 +299,54 @@ final class LayerGradientTests: XCTestCase {
 
     /// Decoding rows over a paged cache (blocks out of order, a partial last block) for groups of
     /// 1 to 6 query heads per key/value head and head sizes on and off the vector widths, against
-    /// float64: the kernels' tiles of positions and queries and their tails.
+    /// float64: the kernels' tiles of positions and queries and their tails. The cache holds fp32,
+    /// then fp16 (the reference then reads the same rounded keys and values).
     func testGroupedDecodeOverPagedKeys() {
         let blockSize = 16, table: [Int32] = [3, 0, 2, 1], S = 53, T = 3, offset = S - T
-        for (group, hd) in [(1, 64), (3, 64), (6, 16), (4, 24), (5, 128), (2, 80), (3, 8)] {
-            let kvLd = 2 * hd, rowStride = group * hd
-            let keys = random(table.count * blockSize * kvLd), q = random(T * rowStride)
-            let b = Buffers(), pooled = b.make(keys), queries = b.make(q)
-            let y = b.zeros(T * rowStride), probabilities = b.zeros(group * T * S)
-            table.withUnsafeBufferPointer { table in
-                // Keys in the first hd columns of each pooled row, values in the next hd.
-                let rows = KeyValueRows(keys: pooled.baseAddress!, values: pooled.baseAddress! + hd, ld: kvLd,
-                                        table: table.baseAddress!, blockSize: blockSize)
-                attentionGroupDecode(y: y.baseAddress!, ldy: rowStride, probabilities: probabilities.baseAddress!, headStride: T * S,
-                                     q: queries.baseAddress!, ldq: rowStride, group: group, kv: rows, T: T, S: S, offset: offset, headSize: hd)
-            }
-            func pooledRow(_ position: Int) -> Int { (Int(table[position / blockSize]) * blockSize + position % blockSize) * kvLd }
-            var worst = 0.0, worstProbability = 0.0
-            for t in 0..<T {
-                for i in 0..<group {
-                    let limit = offset + t + 1
-                    var scores = (0..<limit).map { j in
-                        (0..<hd).reduce(0.0) { $0 + Double(q[t * rowStride + i * hd + $1]) * Double(keys[pooledRow(j) + $1]) } / Double(hd).squareRoot()
-                    }
-                    let m = scores.max()!
-                    scores = scores.map { exp($0 - m) }
-                    let total = scores.reduce(0, +)
-                    for j in 0..<S {
-                        let expected = j < limit ? scores[j] / total : 0
-                        worstProbability = max(worstProbability, abs(Double(probabilities[i * T * S + t * S + j]) - expected))
-                    }
-                    for c in 0..<hd {
-                        let expected = (0..<limit).reduce(0.0) { $0 + scores[$1] / total * Double(keys[pooledRow($1) + hd + c]) }
-                        worst = max(worst, abs(Double(y[t * rowStride + i * hd + c]) - expected))
+        for storage in KVStorage.allCases {
+            for (group, hd) in [(1, 64), (3, 64), (6, 16), (4, 24), (5, 128), (2, 80), (3, 8)] {
+                let kvLd = 2 * hd, rowStride = group * hd
+                var keys = random(table.count * blockSize * kvLd)
+                if storage == .f16 { keys = keys.map { Float(Float16($0)) } }
+                let q = random(T * rowStride)
+                let b = Buffers(), queries = b.make(q)
+                let y = b.zeros(T * rowStride), probabilities = b.zeros(group * T * S)
+                let halves = keys.map { Float16($0).bitPattern }, pooled = b.make(keys)
+                halves.withUnsafeBufferPointer { halves in
+                    table.withUnsafeBufferPointer { table in
+                        // Keys in the first hd columns of each pooled row, values in the next hd.
+                        let base = storage == .f16 ? UnsafeRawPointer(halves.baseAddress!) : UnsafeRawPointer(pooled.baseAddress!)
+                        let rows = KeyValueRows(keys: base, values: base + hd * storage.bytes, ld: kvLd, table: table.baseAddress!,
+                                                blockSize: blockSize, storage: storage)
+                        attentionGroupDecode(y: y.baseAddress!, ldy: rowStride, probabilities: probabilities.baseAddress!, headStride: T * S,
+                                             q: queries.baseAddress!, ldq: rowStride, group: group, kv: rows, T: T, S: S, offset: offset,
+                                             headSize: hd)
                     }
                 }
+                func pooledRow(_ position: Int) -> Int { (Int(table[position / blockSize]) * blockSize + position % blockSize) * kvLd }
+                var worst = 0.0, worstProbability = 0.0
+                for t in 0..<T {
+                    for i in 0..<group {
+                        let limit = offset + t + 1
+                        var scores = (0..<limit).map { j in
+                            (0..<hd).reduce(0.0) { $0 + Double(q[t * rowStride + i * hd + $1]) * Double(keys[pooledRow(j) + $1]) } / Double(hd).squareRoot()
+                        }
+                        let m = scores.max()!
+                        scores = scores.map { exp($0 - m) }
+                        let total = scores.reduce(0, +)
+                        for j in 0..<S {
+                            let expected = j < limit ? scores[j] / total : 0
+                            worstProbability = max(worstProbability, abs(Double(probabilities[i * T * S + t * S + j]) - expected))
+                        }
+                        for c in 0..<hd {
+                            let expected = (0..<limit).reduce(0.0) { $0 + scores[$1] / total * Double(keys[pooledRow($1) + hd + c]) }
+                            worst = max(worst, abs(Double(y[t * rowStride + i * hd + c]) - expected))
+                        }
+                    }
+                }
+                XCTAssertLessThan(worst, 1e-5, "\(storage) group \(group), head size \(hd): outputs")
+                XCTAssertLessThan(worstProbability, 1e-6, "\(storage) group \(group), head size \(hd): probabilities")
             }
-            XCTAssertLessThan(worst, 1e-5, "group \(group), head size \(hd): outputs")
-            XCTAssertLessThan(worstProbability, 1e-6, "group \(group), head size \(hd): probabilities")
         }
     }
 
@@ -352,7 +362,7 @@ final class LayerGradientTests: XCTestCase {
         let y = b.zeros(T * hd), probabilities = b.make([Float](repeating: .nan, count: T * S))
         table.withUnsafeBufferPointer { table in
             let rows = KeyValueRows(keys: pooled.baseAddress!, values: pooled.baseAddress! + hd, ld: kvLd,
-                                    table: table.baseAddress!, blockSize: blockSize)
+                                    table: table.baseAddress!, blockSize: blockSize, storage: .f32)
             attentionHeadForward(y: y.baseAddress!, ldy: hd, probabilities: probabilities.baseAddress!, q: queries.baseAddress!, ldq: hd,
                                  kv: rows, T: T, S: S, offset: offset, headSize: hd)
         }

@@ -105,10 +105,17 @@ void sg_pack_quantized(int isa, int type, const void *w, long row_bytes, long fi
 /// share a key/value head of size hd (queries `ldq` apart): out[i][j] = scale · q[i] · keys[j]
 /// (rows of out `ldo` apart), and out[i] += Σ_j weights[i][j] · values[j] (weights rows `ldw`
 /// apart, out rows `ldout` apart). Each key and value row is read once for all the queries.
-void sg_attention_scores(int isa, long nq, long n, long hd, const float *q, long ldq, const float *keys, long ld,
+/// Key and value rows hold fp32, or fp16 when `half` is nonzero (`ld` counts elements).
+void sg_attention_scores(int isa, int half, long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld,
                          float scale, float *out, long ldo);
-void sg_attention_values(int isa, long nq, long n, long hd, const float *weights, long ldw, const float *values, long ld,
+void sg_attention_values(int isa, int half, long nq, long n, long hd, const float *weights, long ldw, const void *values, long ld,
                          float *out, long ldout);
+
+/// Float to IEEE half, rounded to nearest even (infinity past the largest half), as F16C does.
+unsigned short sg_float_to_half(float f);
+/// n floats to halves and back (F16C where the ISA has it).
+void sg_to_half(int isa, long n, const float *src, unsigned short *dst);
+void sg_from_half(int isa, long n, const unsigned short *src, float *dst);
 
 /// y = silu(gate) · up = gate / (1 + exp(-gate)) · up, elementwise (SwiGLU's forward).
 void sg_swiglu(int isa, long n, const float *gate, const float *up, float *y);

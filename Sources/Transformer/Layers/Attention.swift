@@ -10,27 +10,35 @@ import Kernels
 //   probabilities (T, S):    softmax(q kᵀ / sqrt(hd)) on the causal prefix, 0 after it
 //   y (T, ldy):              probabilities · values, this head's hd columns
 
-/// Where one key/value head's rows for positions 0..<S are: contiguous rows `ld` apart (a
-/// training batch's own k and v), or blocks of `blockSize` positions of a `KVBlockPool` through a
-/// block table (a sequence's cache).
+/// Where one key/value head's rows for positions 0..<S are: contiguous fp32 rows `ld` apart (a
+/// training batch's own k and v), or blocks of `blockSize` positions of a `KVBlockPool` (fp32 or
+/// fp16) through a block table (a sequence's cache).
 struct KeyValueRows {
     /// Position 0's key and value (contiguous), or block 0's of the pool (paged), at this head's column.
-    let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
+    let keys: UnsafeRawPointer, values: UnsafeRawPointer
+    /// Elements between rows.
     let ld: Int
     let table: UnsafePointer<Int32>?
     let blockSize: Int
+    let storage: KVStorage
 
     static func contiguous(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, ld: Int) -> KeyValueRows {
-        KeyValueRows(keys: keys, values: values, ld: ld, table: nil, blockSize: Int.max)
+        KeyValueRows(keys: UnsafeRawPointer(keys), values: UnsafeRawPointer(values), ld: ld, table: nil, blockSize: Int.max, storage: .f32)
+    }
+
+    /// The same rows from `columns` elements further along.
+    func advanced(columns: Int) -> KeyValueRows {
+        KeyValueRows(keys: keys + columns * storage.bytes, values: values + columns * storage.bytes, ld: ld, table: table,
+                     blockSize: blockSize, storage: storage)
     }
 
     /// Calls `body(first position, count, keys, values)` for each run of consecutive positions below `S`.
     @inline(__always)
-    func forEachRun(below S: Int, _ body: (Int, Int, UnsafePointer<Float>, UnsafePointer<Float>) -> Void) {
+    func forEachRun(below S: Int, _ body: (Int, Int, UnsafeRawPointer, UnsafeRawPointer) -> Void) {
         guard let table else { return body(0, S, keys, values) }
         var first = 0, block = 0
         while first < S {
-            let offset = Int(table[block]) * blockSize * ld
+            let offset = Int(table[block]) * blockSize * ld * storage.bytes
             body(first, min(blockSize, S - first), keys + offset, values + offset)
             first += blockSize
             block += 1
@@ -49,11 +57,12 @@ func attentionGroupDecode(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
                           q: UnsafePointer<Float>, ldq: Int, group: Int, keyValueHeads: Int = 1, kv: KeyValueRows, T: Int, S: Int,
                           offset: Int, headSize hd: Int) {
     let scale = 1 / Float(hd).squareRoot(), isa = InstructionSet.best.rawValue, heads = group * keyValueHeads
+    let half: Int32 = kv.storage == .f16 ? 1 : 0
     for t in 0..<T {
         let p = probabilities + t * S, limit = offset + t + 1, out = y + t * ldy, queries = q + t * ldq
         kv.forEachRun(below: limit) { first, n, keys, _ in
             for g in 0..<keyValueHeads {
-                sg_attention_scores(isa, group, n, hd, queries + g * group * hd, hd, keys + g * hd, kv.ld, scale,
+                sg_attention_scores(isa, half, group, n, hd, queries + g * group * hd, hd, keys + g * hd * kv.storage.bytes, kv.ld, scale,
                                     p + g * group * headStride + first, headStride)
             }
         }
@@ -65,8 +74,8 @@ func attentionGroupDecode(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
         out.update(repeating: 0, count: heads * hd)
         kv.forEachRun(below: limit) { first, n, _, values in
             for g in 0..<keyValueHeads {
-                sg_attention_values(isa, group, n, hd, p + g * group * headStride + first, headStride, values + g * hd, kv.ld,
-                                    out + g * group * hd, hd)
+                sg_attention_values(isa, half, group, n, hd, p + g * group * headStride + first, headStride, values + g * hd * kv.storage.bytes,
+                                    kv.ld, out + g * group * hd, hd)
             }
         }
     }
@@ -81,6 +90,7 @@ func attentionGroupDecode(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
 func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilities: UnsafeMutablePointer<Float>,
                           q: UnsafePointer<Float>, ldq: Int, kv: KeyValueRows, T: Int, S: Int, offset: Int, headSize hd: Int,
                           dropout: (Dropout, site: Int, index: Int, dropped: UnsafeMutablePointer<Float>)? = nil) {
+    precondition(kv.storage == .f32, "attentionHeadForward reads fp32 rows (a prompt chunk gathers fp16 ones first)")
     let scale = 1 / Float(hd).squareRoot(), isa = InstructionSet.best.rawValue, blockRows = 64
     // scores (rows, seen) = scale · q kᵀ, run by run, then a causal softmax per row.
     for r0 in stride(from: 0, to: T, by: blockRows) {
@@ -88,7 +98,7 @@ func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
         let queries = UnsafeBufferPointer(start: q + r0 * ldq, count: (rows - 1) * ldq + hd)
         kv.forEachRun(below: seen) { first, n, keys, _ in
             gemm(.none, .transposed, m: rows, n: n, k: hd, alpha: scale, a: queries, lda: ldq,
-                 b: UnsafeBufferPointer(start: keys, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
+                 b: UnsafeBufferPointer(start: keys.assumingMemoryBound(to: Float.self), count: (n - 1) * kv.ld + hd), ldb: kv.ld,
                  c: UnsafeMutableBufferPointer(start: probabilities + r0 * S + first, count: (rows - 1) * S + n), ldc: S, pool: .serial)
         }
     }
@@ -107,7 +117,7 @@ func attentionHeadForward(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
         let out = UnsafeMutableBufferPointer(start: y + r0 * ldy, count: (rows - 1) * ldy + hd)
         kv.forEachRun(below: seen) { first, n, _, values in
             gemm(.none, .none, m: rows, n: hd, k: n, a: UnsafeBufferPointer(start: used + r0 * S + first, count: (rows - 1) * S + n), lda: S,
-                 b: UnsafeBufferPointer(start: values, count: (n - 1) * kv.ld + hd), ldb: kv.ld,
+                 b: UnsafeBufferPointer(start: values.assumingMemoryBound(to: Float.self), count: (n - 1) * kv.ld + hd), ldb: kv.ld,
                  beta: first == 0 ? 0 : 1, c: out, ldc: ldy, pool: .serial)
         }
     }
