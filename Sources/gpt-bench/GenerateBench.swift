@@ -32,7 +32,7 @@ struct GenerateBench: ParsableCommand {
         let tokens = (0..<prompt).map { _ in Int(generator.next() % UInt64(config.vocabularySize)) }
         let isa = InstructionSet.best
         if !json {
-            print("\(model): \(config.family) \(config.layerCount) layers, width \(config.embeddingSize), \(String(format: "%.1f", Double(inference.weights.bytesPerToken) / 1e6)) MB of weights per token; \(isa)")
+            print("\(model): \(config.family) \(config.layerCount) layers, width \(config.embeddingSize), \(String(format: "%.1f", Double(inference.weights.bytesPerToken) / 1e6)) MB of weights per token; \(isa); KV cache \(kvType.rawValue)")
         }
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         for threadCount in threads.counts {
@@ -51,7 +51,7 @@ struct GenerateBench: ParsableCommand {
             }
             let bandwidth = median(tg) * Double(inference.weights.bytesPerToken) / 1e9
             if json {
-                print(jsonLine(["bench": "generate", "isa": "\(isa)", "threads": threadCount, "pp": prompt, "tg": generate,
+                print(jsonLine(["bench": "generate", "isa": "\(isa)", "kv": kvType.rawValue, "threads": threadCount, "pp": prompt, "tg": generate,
                                 "pp_tokens_per_sec": median(pp), "tg_tokens_per_sec": median(tg),
                                 "tg_sampled_tokens_per_sec": median(sampled), "weight_gb_per_sec": bandwidth]))
             } else {
@@ -106,7 +106,7 @@ struct GenerateBench: ParsableCommand {
             let rate = rates.sorted()[rates.count / 2], share = outside.sorted()[outside.count / 2]
             let attentionShare = attentionShares.sorted()[attentionShares.count / 2]
             if json {
-                print(jsonLine(["bench": "generate-batch", "isa": "\(InstructionSet.best)", "threads": threads, "batch": b,
+                print(jsonLine(["bench": "generate-batch", "isa": "\(InstructionSet.best)", "kv": kvType.rawValue, "threads": threads, "batch": b,
                                 "tokens_per_sec": rate, "outside_gemm_share": share, "attention_share": attentionShare]))
             } else {
                 print(String(format: "  batch %2d: %.1f tok/s aggregate (%.1f per sequence), %.0f%% of a step outside the gemms (attention %.0f%%)",

@@ -47,7 +47,7 @@ struct ServeBench: AsyncParsableCommand {
         let client = LoadClient(port: port, bias: bias, maxTokens: maxTokens)
         defer { serving.cancel() }
         if !json {
-            print("\(model): \(threads ?? pool.threadCount) threads, batch \(maxBatch), \(maxTokens)-token completions, loopback HTTP")
+            print("\(model): \(threads ?? pool.threadCount) threads, batch \(maxBatch), \(maxTokens)-token completions, loopback HTTP; \(InstructionSet.best); KV cache \(kvType.rawValue)")
         }
         if let mixed {
             try await runMixed(client, count: mixed)
@@ -61,7 +61,7 @@ struct ServeBench: AsyncParsableCommand {
             single = single ?? result.tokensPerSecond
             let ratio = result.tokensPerSecond / (single ?? result.tokensPerSecond)
             if json {
-                print(jsonLine(["bench": "serve", "clients": count, "requests": result.requests, "failed": result.failed,
+                print(jsonLine(["bench": "serve", "isa": "\(InstructionSet.best)", "kv": kvType.rawValue, "clients": count, "requests": result.requests, "failed": result.failed,
                                 "tokens_per_sec": result.tokensPerSecond, "vs_one_client": ratio,
                                 "requests_per_sec": result.requestsPerSecond,
                                 "ttft_p50_ms": result.ttft.p50 * 1000, "ttft_p99_ms": result.ttft.p99 * 1000,
@@ -90,7 +90,7 @@ struct ServeBench: AsyncParsableCommand {
         let after = residentBytes()
         let change = baseline > 0 ? Double(after - baseline) / Double(baseline) : 0  // /proc is Linux's
         if json {
-            print(jsonLine(["bench": "serve-mixed", "requests": count, "valid": tally.valid, "invalid": tally.invalid,
+            print(jsonLine(["bench": "serve-mixed", "isa": "\(InstructionSet.best)", "requests": count, "valid": tally.valid, "invalid": tally.invalid,
                             "wrong_status": tally.wrong, "seconds": seconds, "health_after": health,
                             "rss_baseline_mb": Double(baseline) / 1e6, "rss_after_mb": Double(after) / 1e6, "rss_change": change]))
         } else {
