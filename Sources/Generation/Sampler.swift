@@ -121,6 +121,20 @@ public struct Sampler: Sendable {
             all.withUnsafeMutableBufferPointer { exponential(UnsafeBufferPointer($0), into: $0) }
         }
         func weight(_ i: Int) -> Double { pool == nil ? Double(all[i]) : exp(Double((logits[i] - maxLogit) / temperature)) }
+        if pool == nil, options.topP.map({ $0 >= 1 }) ?? true, options.minP.map({ $0 <= 0 }) ?? true {
+            // No cut: draw from every token in index order, two passes over the weights (the
+            // general path below builds index and weight arrays of the whole vocabulary first).
+            return all.withUnsafeBufferPointer { weights in
+                var total = 0.0
+                for w in weights { total += Double(w) }
+                var threshold = Double(generator.nextUnitFloat()) * total
+                for (i, w) in weights.enumerated() {
+                    threshold -= Double(w)
+                    if threshold < 0 { return i }
+                }
+                return weights.count - 1
+            }
+        }
         let total = pool.map { $0.reduce(0.0) { $0 + weight($1) } } ?? all.withUnsafeBufferPointer { Self.sum($0) }
         // The candidates in order, enough of them to hold the top-p mass.
         var candidates: [Int]
