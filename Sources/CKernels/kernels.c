@@ -87,6 +87,8 @@ SG_AVX2 static void gemm_micro_avx2(long kc, const float *a, const float *b, flo
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
     __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
     __m256 b0, b1, b2, ai;
+    // C's lines are written at the end: asked for now, their misses overlap the loop.
+    for (int i = 0; i < mr; i++) { __builtin_prefetch(c + i * ldc, 1, 3); __builtin_prefetch(c + i * ldc + NR - 1, 1, 3); }
     if (kc > 0) {
         __asm__ volatile(
             "1:\n\t"
