@@ -204,6 +204,8 @@ private struct BlockedGemm {
     /// For a few rows (decoding a batch), blocks of B small enough that a packed block stays in
     /// L2 while the rows run over it: B is then read from memory once, as the rows need.
     static let ncFewRows = 512
+    /// Floats of op(A) packed whole and shared by the blocks of columns (16 MB).
+    static let sharedAMaximum = 4 << 20
 
     let isa: InstructionSet
     let transA: Transpose, transB: Transpose
@@ -224,55 +226,67 @@ private struct BlockedGemm {
         let blockColumns = m <= 64 ? Self.ncFewRows : Self.nc
         let kcMax = min(Self.kc, k)
         let ncMax = min(blockColumns, n)
+        let rowTiles = (m + mr - 1) / mr
         let bPack = PackBuffers.shared.take(count: kcMax * roundUp(ncMax, nr))
         defer { PackBuffers.shared.give(bPack) }
         let threads = pool.threadCount
-        let aPacks = (0..<threads).map { _ in PackBuffers.shared.take(count: kcMax * roundUp(min(Self.mc, m), mr)) }
+        // With several blocks of columns, all of op(A) is packed once per block of K and shared
+        // by them (packed again for each, it cost a few % at N = 2304-50257), when it fits.
+        let shareA = n > blockColumns && rowTiles * mr * kcMax <= Self.sharedAMaximum
+        let aPacks = (0..<(shareA ? 1 : threads)).map {
+            _ in PackBuffers.shared.take(count: kcMax * (shareA ? rowTiles * mr : roundUp(min(Self.mc, m), mr)))
+        }
         defer { aPacks.forEach { PackBuffers.shared.give($0) } }
 
-        for jc in stride(from: 0, to: n, by: blockColumns) {
-            let nc = min(blockColumns, n - jc)
-            let panels = (nc + nr - 1) / nr
-            for pc in stride(from: 0, to: k, by: Self.kc) {
-                let kc = min(Self.kc, k - pc)
-                let betaHere: Float = pc == 0 ? beta : 1
+        for pc in stride(from: 0, to: k, by: Self.kc) {
+            let kc = min(Self.kc, k - pc)
+            let betaHere: Float = pc == 0 ? beta : 1
+            if shareA {
+                pool.parallelRanges(rowTiles, minimumPerThread: 4) { range in
+                    for tile in range {
+                        packA(into: aPacks[0].pointer + tile * kc * mr, row: tile * mr, rows: min(mr, m - tile * mr), column: pc, columns: kc)
+                    }
+                }
+            }
+            for jc in stride(from: 0, to: n, by: blockColumns) {
+                let nc = min(blockColumns, n - jc)
+                let panels = (nc + nr - 1) / nr
                 pool.parallelRanges(panels, minimumPerThread: 8) { range in
                     for panel in range {
                         packB(into: bPack.pointer + panel * kc * nr, row: pc, rows: kc,
                               column: jc + panel * nr, columns: min(nr, nc - panel * nr))
                     }
                 }
-                let rowTiles = (m + mr - 1) / mr
                 // Split rows when there are enough of them, else split column panels.
                 let splitRows = rowTiles >= 2 * threads || panels < 2 * threads
                 let pieces = min(threads, splitRows ? rowTiles : panels)
                 pool.parallelFor(pieces) { piece in
-                    let aPack = aPacks[piece].pointer
                     let count = splitRows ? rowTiles : panels
                     let range = (count * piece / pieces)..<(count * (piece + 1) / pieces)
                     let tiles = splitRows ? range : 0..<rowTiles
                     let panelRange = splitRows ? 0..<panels : range
-                    computeBlock(tiles: tiles, panels: panelRange, aPack: aPack,
-                                 bPack: bPack.pointer, pc: pc, kc: kc, jc: jc, nc: nc,
-                                 beta: betaHere)
+                    computeBlock(tiles: tiles, panels: panelRange, aPack: aPacks[shareA ? 0 : piece].pointer, aPacked: shareA,
+                                 bPack: bPack.pointer, pc: pc, kc: kc, jc: jc, nc: nc, beta: betaHere)
                 }
             }
         }
     }
 
     /// Runs the microkernel over row tiles `tiles` × column panels `panels` of one (jc, pc)
-    /// block, packing op(A) MC rows at a time.
-    private func computeBlock(tiles: Range<Int>, panels: Range<Int>,
-                              aPack: UnsafeMutablePointer<Float>, bPack: UnsafePointer<Float>,
-                              pc: Int, kc: Int, jc: Int, nc: Int, beta: Float) {
+    /// block: op(A)'s tiles packed already at `aPack` + tile · kc · MR (`aPacked`), or packed
+    /// there MC rows at a time.
+    private func computeBlock(tiles: Range<Int>, panels: Range<Int>, aPack: UnsafeMutablePointer<Float>, aPacked: Bool,
+                              bPack: UnsafePointer<Float>, pc: Int, kc: Int, jc: Int, nc: Int, beta: Float) {
         let (mr, nr) = isa.gemmTile
         let tilesPerBlock = max(1, Self.mc / mr)
         for blockStart in stride(from: tiles.lowerBound, to: tiles.upperBound, by: tilesPerBlock) {
             let blockTiles = blockStart..<min(blockStart + tilesPerBlock, tiles.upperBound)
-            for tile in blockTiles {
-                let row = tile * mr
-                packA(into: aPack + (tile - blockStart) * kc * mr, row: row,
-                      rows: min(mr, m - row), column: pc, columns: kc)
+            let first = aPacked ? 0 : blockStart  // the tile at aPack
+            if !aPacked {
+                for tile in blockTiles {
+                    let row = tile * mr
+                    packA(into: aPack + (tile - blockStart) * kc * mr, row: row, rows: min(mr, m - row), column: pc, columns: kc)
+                }
             }
             for panel in panels {
                 let column = jc + panel * nr
@@ -280,7 +294,7 @@ private struct BlockedGemm {
                 let bPanel = bPack + panel * kc * nr
                 for tile in blockTiles {
                     let row = tile * mr
-                    sg_gemm_micro(isa.rawValue, kc, aPack + (tile - blockStart) * kc * mr, bPanel,
+                    sg_gemm_micro(isa.rawValue, kc, aPack + (tile - first) * kc * mr, bPanel,
                                   c + row * ldc + column, ldc, Int32(min(mr, m - row)),
                                   Int32(columns), alpha, beta)
                 }
