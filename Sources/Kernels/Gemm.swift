@@ -180,20 +180,23 @@ private func scaleMatrix(_ c: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
 
 /// The Goto/BLIS loop nest around the C microkernel.
 ///
-/// For each block of NC columns and KC rows of op(B): pack it into NR-wide panels (in parallel),
+/// For each block of KC rows and NC columns of op(B): pack it into NR-wide panels (in parallel),
 /// then split the MR-row tiles of op(A) (or, for short A, the NR-column panels) over the threads;
-/// each thread packs MC × KC blocks of op(A) into its own buffer and runs the microkernel over
+/// each thread packs MC × KC blocks of op(A) into its own buffer (or, with several blocks of
+/// columns, all of op(A) is packed once per KC block and shared) and runs the microkernel over
 /// its tiles. Every element of C is summed by one thread in a fixed order, so results do not
 /// depend on the thread count.
 ///
-/// Performance notes (gpt-bench gemm, M=1024 GPT-2 shapes, this machine: an AMD EPYC whose
-/// FMA loop measures 134 GFLOP/s per core with AVX2 and 267 with AVX-512):
-/// - The AVX-512 microkernel (12 × 32 tile, 24 zmm accumulators) reaches 220-245 GFLOP/s on one
-///   core, 1.7-1.9x Debian's OpenBLAS 0.3.21, which runs AVX2 kernels on this CPU (about 127).
-///   The AVX2 one (4 × 24: 3 loads and 4 broadcasts per 12 FMAs, its loop in assembly) reaches
-///   0.90-1.05x OpenBLAS on a Zen4 (6 × 16 with 2 loads and 6 broadcasts: 0.88-0.98x).
+/// Performance notes (gpt-bench gemm, M=1024 GPT-2 shapes):
+/// - On an AMD EPYC whose FMA loop measured 134 GFLOP/s per core with AVX2 and 267 with AVX-512,
+///   the AVX-512 microkernel (12 × 32 tile, 24 zmm accumulators) reached 220-245 GFLOP/s on one
+///   core, 1.7-1.9x Debian's OpenBLAS 0.3.21 (AVX2 kernels there).
+/// - On a Zen4 (115-117 GFLOP/s per core with either width: it splits 512-bit FMAs), AVX-512
+///   runs at ~90% of peak, 0.99-1.09x OpenBLAS's own AVX-512 kernels; the AVX2 microkernel
+///   (4 × 24: 3 loads and 4 broadcasts per 12 FMAs, its loop in assembly; 6 × 16 needed 2 + 6)
+///   runs at 95-98% of peak alone and 84-90% in the gemm, 0.93-1.01x OpenBLAS's AVX2 kernels.
 /// - KC = 768 (all of K for 768-wide layers) and MC = 144 measured best among KC 256-768 and MC
-///   96-240 (differences of 5-10%, near the noise); NC = 768 (a 2.4 MB packed B block) measured
+///   96-384 (differences of 5-10%, near the noise); NC = 768 (a 2.4 MB packed B block) measured
 ///   1-4% faster than 3072 with the AVX2 tile and the same with the AVX-512 one.
 /// - Packing costs a few % at these shapes; small gemms (attention heads) pay the packing of B
 ///   on every call, which an unpacked path could avoid (not done yet).
