@@ -287,6 +287,19 @@ void sg_gemm_micro(int isa, long kc, const float *a, const float *b, float *c, l
     gemm_micro_portable(kc, a, b, c, ldc, mr, nr, alpha, beta);
 }
 
+void sg_gemm_block(int isa, long kc, long tiles, long panels, const float *a, const float *b, float *c, long ldc, long rows,
+                   long columns, float alpha, float beta) {
+    int mr, nr;
+    sg_gemm_tile(isa, &mr, &nr);
+    for (long p = 0; p < panels; p++) {
+        int width = columns - p * nr < nr ? (int)(columns - p * nr) : nr;
+        for (long t = 0; t < tiles; t++) {
+            int height = rows - t * mr < mr ? (int)(rows - t * mr) : mr;
+            sg_gemm_micro(isa, kc, a + t * kc * mr, b + p * kc * nr, c + t * mr * ldc + p * nr, ldc, height, width, alpha, beta);
+        }
+    }
+}
+
 float sg_dot(int isa, long n, const float *x, const float *y) {
 #if SG_X86
     if (isa >= SG_ISA_AVX2_FMA) return dot_avx2(n, x, y);

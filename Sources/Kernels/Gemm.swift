@@ -291,17 +291,11 @@ private struct BlockedGemm {
                     packA(into: aPack + (tile - blockStart) * kc * mr, row: row, rows: min(mr, m - row), column: pc, columns: kc)
                 }
             }
-            for panel in panels {
-                let column = jc + panel * nr
-                let columns = min(nr, nc - panel * nr)
-                let bPanel = bPack + panel * kc * nr
-                for tile in blockTiles {
-                    let row = tile * mr
-                    sg_gemm_micro(isa.rawValue, kc, aPack + (tile - first) * kc * mr, bPanel,
-                                  c + row * ldc + column, ldc, Int32(min(mr, m - row)),
-                                  Int32(columns), alpha, beta)
-                }
-            }
+            if panels.isEmpty { continue }
+            let row = blockStart * mr, column = jc + panels.lowerBound * nr
+            sg_gemm_block(isa.rawValue, kc, blockTiles.count, panels.count, aPack + (blockStart - first) * kc * mr,
+                          bPack + panels.lowerBound * kc * nr, c + row * ldc + column, ldc, min(blockTiles.count * mr, m - row),
+                          min(panels.count * nr, nc - panels.lowerBound * nr), alpha, beta)
         }
     }
 

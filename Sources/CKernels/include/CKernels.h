@@ -19,6 +19,12 @@ enum { SG_ISA_PORTABLE = 0, SG_ISA_AVX2_FMA = 1, SG_ISA_AVX512 = 2 };
 /// The fastest instruction set this CPU supports (checked once with cpuid).
 int sg_best_isa(void);
 
+/// The microkernel over `tiles` row tiles x `panels` column panels of one block, panel by panel:
+/// A's tile t packed at a + t·kc·MR, B's panel p at b + p·kc·NR, C's tile (t, p) at
+/// c + t·MR·ldc + p·NR; `rows` and `columns` in all (the last tile and panel may be partial).
+void sg_gemm_block(int isa, long kc, long tiles, long panels, const float *a, const float *b, float *c, long ldc, long rows,
+                   long columns, float alpha, float beta);
+
 /// Rows (mr) and columns (nr) of the gemm microkernel's register tile for an instruction set:
 /// 6 x 16 for portable, 4 x 24 for AVX2 (12 ymm accumulators), 12 x 32 for AVX-512 (24 zmm).
 void sg_gemm_tile(int isa, int *mr, int *nr);
