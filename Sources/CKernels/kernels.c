@@ -671,8 +671,11 @@ SG_AVX2Q static inline __attribute__((always_inline)) __m128 block_dm_avx2(int t
 }
 
 // The per-block x sums in the lane that meets the block's offset in block_dm_avx2's vector:
-// Q4_1 [0, Σx, 0, 0] (m · Σx), Q4_0 [-8Σx, 0, 0, 0] (d · -8Σx).
-SG_AVX2Q static void offset_sums(int type, long blocks, const float *x, float *sums) {
+// Q4_1 [0, Σx, 0, 0] (m · Σx), Q4_0 [-8Σx, 0, 0, 0] (d · -8Σx); none for Q8_0. Written into
+// `stack` (room for 256 blocks) or, for longer rows, a heap buffer the caller frees.
+SG_AVX2Q static float *offset_sums(int type, long blocks, const float *x, float *stack) {
+    if (type == SG_TYPE_Q8_0) return stack;
+    float *sums = blocks <= 256 ? stack : (float *)aligned_alloc(16, (size_t)(16 * blocks));
     for (long b = 0; b < blocks; b++) {
         const float *xb = x + 32 * b;
         float s = hsum_avx(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
@@ -681,6 +684,7 @@ SG_AVX2Q static void offset_sums(int type, long blocks, const float *x, float *s
         sums[4 * b + 1] = type == SG_TYPE_Q4_1 ? s : 0.0f;
         sums[4 * b + 2] = sums[4 * b + 3] = 0.0f;
     }
+    return sums;
 }
 
 #define SG_AVX512Q __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
@@ -791,11 +795,7 @@ SG_AVX512Q static inline __attribute__((always_inline)) void qmatvec_avx512_type
         int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
     long blocks = k / 32, bb = type_block_bytes(type);
     float sums_stack[4 * 256] __attribute__((aligned(16)));
-    float *sums = sums_stack;
-    if (type != SG_TYPE_Q8_0) {
-        if (blocks > 256) sums = (float *)aligned_alloc(16, (size_t)(16 * blocks));
-        offset_sums(type, blocks, x, sums);
-    }
+    float *sums = offset_sums(type, blocks, x, sums_stack);
     for (long r = 0; r < rows; r++) {
         const unsigned char *row = w + r * row_bytes;
         __m512 acc = _mm512_setzero_ps();
@@ -891,11 +891,7 @@ SG_AVX2Q static inline __attribute__((always_inline)) void qmatvec_avx2_type(
         int type, long rows, long k, const unsigned char *w, long row_bytes, const float *x, float *y) {
     long blocks = k / 32, bb = type_block_bytes(type);
     float sums_stack[4 * 256] __attribute__((aligned(16)));
-    float *sums = sums_stack;
-    if (type != SG_TYPE_Q8_0) {
-        if (blocks > 256) sums = (float *)aligned_alloc(16, (size_t)(16 * blocks));
-        offset_sums(type, blocks, x, sums);
-    }
+    float *sums = offset_sums(type, blocks, x, sums_stack);
     for (long r = 0; r < rows; r++) {
         const unsigned char *row = w + r * row_bytes;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -1110,30 +1106,27 @@ SG_AVX2Q static inline __attribute__((always_inline)) void attention_values_avx2
     }
 }
 
-// One entry point per ISA and element type, each with `half` a constant.
-SG_AVX512Q static void attention_scores_avx512_f32(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
-    attention_scores_avx512(0, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+// One entry point per ISA and kind, `half` a constant in each branch (so each loop is compiled
+// for one element type).
+SG_AVX512Q static void attention_scores_avx512_any(int half, long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld,
+                                                   float scale, float *out, long ldo) {
+    if (half) attention_scores_avx512(1, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+    else attention_scores_avx512(0, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
 }
-SG_AVX512Q static void attention_scores_avx512_f16(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
-    attention_scores_avx512(1, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+SG_AVX2Q static void attention_scores_avx2_any(int half, long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld,
+                                               float scale, float *out, long ldo) {
+    if (half) attention_scores_avx2(1, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+    else attention_scores_avx2(0, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
 }
-SG_AVX2Q static void attention_scores_avx2_f32(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
-    attention_scores_avx2(0, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
+SG_AVX512Q static void attention_values_avx512_any(int half, long nq, long n, long hd, const float *w, long ldw, const void *values, long ld,
+                                                   float *out, long ldout) {
+    if (half) attention_values_avx512(1, nq, n, hd, w, ldw, values, ld, out, ldout);
+    else attention_values_avx512(0, nq, n, hd, w, ldw, values, ld, out, ldout);
 }
-SG_AVX2Q static void attention_scores_avx2_f16(long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld, float scale, float *out, long ldo) {
-    attention_scores_avx2(1, nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
-}
-SG_AVX512Q static void attention_values_avx512_f32(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
-    attention_values_avx512(0, nq, n, hd, w, ldw, values, ld, out, ldout);
-}
-SG_AVX512Q static void attention_values_avx512_f16(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
-    attention_values_avx512(1, nq, n, hd, w, ldw, values, ld, out, ldout);
-}
-SG_AVX2Q static void attention_values_avx2_f32(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
-    attention_values_avx2(0, nq, n, hd, w, ldw, values, ld, out, ldout);
-}
-SG_AVX2Q static void attention_values_avx2_f16(long nq, long n, long hd, const float *w, long ldw, const void *values, long ld, float *out, long ldout) {
-    attention_values_avx2(1, nq, n, hd, w, ldw, values, ld, out, ldout);
+SG_AVX2Q static void attention_values_avx2_any(int half, long nq, long n, long hd, const float *w, long ldw, const void *values, long ld,
+                                               float *out, long ldout) {
+    if (half) attention_values_avx2(1, nq, n, hd, w, ldw, values, ld, out, ldout);
+    else attention_values_avx2(0, nq, n, hd, w, ldw, values, ld, out, ldout);
 }
 #endif
 
@@ -1145,14 +1138,8 @@ static inline float kv_element(const void *rows, long j, long ld, long c, int ha
 void sg_attention_scores(int isa, int half, long nq, long n, long hd, const float *q, long ldq, const void *keys, long ld,
                          float scale, float *out, long ldo) {
 #if SG_X86
-    if (isa == SG_ISA_AVX512 && hd % 16 == 0) {
-        (half ? attention_scores_avx512_f16 : attention_scores_avx512_f32)(nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
-        return;
-    }
-    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) {
-        (half ? attention_scores_avx2_f16 : attention_scores_avx2_f32)(nq, n, hd, q, ldq, keys, ld, scale, out, ldo);
-        return;
-    }
+    if (isa == SG_ISA_AVX512 && hd % 16 == 0) { attention_scores_avx512_any(half, nq, n, hd, q, ldq, keys, ld, scale, out, ldo); return; }
+    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) { attention_scores_avx2_any(half, nq, n, hd, q, ldq, keys, ld, scale, out, ldo); return; }
 #endif
     for (long i = 0; i < nq; i++)
         for (long j = 0; j < n; j++) {
@@ -1166,14 +1153,8 @@ void sg_attention_scores(int isa, int half, long nq, long n, long hd, const floa
 void sg_attention_values(int isa, int half, long nq, long n, long hd, const float *weights, long ldw, const void *values, long ld,
                          float *out, long ldout) {
 #if SG_X86
-    if (isa == SG_ISA_AVX512 && hd % 16 == 0) {
-        (half ? attention_values_avx512_f16 : attention_values_avx512_f32)(nq, n, hd, weights, ldw, values, ld, out, ldout);
-        return;
-    }
-    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) {
-        (half ? attention_values_avx2_f16 : attention_values_avx2_f32)(nq, n, hd, weights, ldw, values, ld, out, ldout);
-        return;
-    }
+    if (isa == SG_ISA_AVX512 && hd % 16 == 0) { attention_values_avx512_any(half, nq, n, hd, weights, ldw, values, ld, out, ldout); return; }
+    if (isa >= SG_ISA_AVX2_FMA && hd % 8 == 0) { attention_values_avx2_any(half, nq, n, hd, weights, ldw, values, ld, out, ldout); return; }
 #endif
     (void)isa;
     for (long i = 0; i < nq; i++)

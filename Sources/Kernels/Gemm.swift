@@ -192,9 +192,9 @@ private func scaleMatrix(_ c: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
 ///   the AVX-512 microkernel (12 × 32 tile, 24 zmm accumulators) reached 220-245 GFLOP/s on one
 ///   core, 1.7-1.9x Debian's OpenBLAS 0.3.21 (AVX2 kernels there).
 /// - On a Zen4 (115-117 GFLOP/s per core with either width: it splits 512-bit FMAs), AVX-512
-///   runs at ~90% of peak, 0.99-1.09x OpenBLAS's own AVX-512 kernels; the AVX2 microkernel
+///   runs at ~90% of peak, 0.98-1.09x OpenBLAS's own AVX-512 kernels; the AVX2 microkernel
 ///   (4 × 24: 3 loads and 4 broadcasts per 12 FMAs, its loop in assembly; 6 × 16 needed 2 + 6)
-///   runs at 95-98% of peak alone and 84-90% in the gemm, 0.93-1.01x OpenBLAS's AVX2 kernels.
+///   runs at 95-98% of peak alone and 84-92% in the gemm, 0.93-1.04x OpenBLAS's AVX2 kernels.
 /// - KC = 768 (all of K for 768-wide layers) and MC = 144 measured best among KC 256-768 and MC
 ///   96-384 (differences of 5-10%, near the noise); NC = 768 (a 2.4 MB packed B block) measured
 ///   1-4% faster than 3072 with the AVX2 tile and the same with the AVX-512 one.

@@ -110,20 +110,17 @@ public final class KVBlockPool: @unchecked Sendable {
     @inline(__always)
     func offset(block: Int32, slot: Int) -> Int { (Int(block) * blockSize + slot) * keyValueSize }
 
-    /// Stores `rows` rows of `keyValueSize` keys and values of `layer` (fp32, `ld` apart, the
-    /// values `valueOffset` floats after the keys) at element `offset` (consecutive positions of one block).
-    func store(layer: Int, at offset: Int, rows: Int, from source: UnsafePointer<Float>, ld: Int, valueOffset: Int) {
-        let isa = InstructionSet.best.rawValue
-        for r in 0..<rows {
-            let row = source + r * ld, at = offset + r * keyValueSize
-            switch storage {
-            case .f32:
-                (keys[layer].assumingMemoryBound(to: Float.self) + at).update(from: row, count: keyValueSize)
-                (values[layer].assumingMemoryBound(to: Float.self) + at).update(from: row + valueOffset, count: keyValueSize)
-            case .f16:
-                sg_to_half(isa, keyValueSize, row, keys[layer].assumingMemoryBound(to: UInt16.self) + at)
-                sg_to_half(isa, keyValueSize, row + valueOffset, values[layer].assumingMemoryBound(to: UInt16.self) + at)
-            }
+    /// Stores one position's `keyValueSize` keys (fp32 at `key`) and values (`valueOffset` floats
+    /// after them) of `layer` at element `offset`.
+    func store(layer: Int, at offset: Int, key: UnsafePointer<Float>, valueOffset: Int) {
+        switch storage {
+        case .f32:
+            (keys[layer].assumingMemoryBound(to: Float.self) + offset).update(from: key, count: keyValueSize)
+            (values[layer].assumingMemoryBound(to: Float.self) + offset).update(from: key + valueOffset, count: keyValueSize)
+        case .f16:
+            let isa = InstructionSet.best.rawValue
+            sg_to_half(isa, keyValueSize, key, keys[layer].assumingMemoryBound(to: UInt16.self) + offset)
+            sg_to_half(isa, keyValueSize, key + valueOffset, values[layer].assumingMemoryBound(to: UInt16.self) + offset)
         }
     }
 

@@ -474,8 +474,8 @@ public final class LanguageModel: @unchecked Sendable {
             let pool = cache.pool, P = pool.blockSize
             for t in 0..<span.rows {
                 let position = span.offset + t
-                pool.store(layer: l, at: pool.offset(block: span.table![position / P], slot: position % P), rows: 1,
-                           from: a.qkv.baseAddress! + (span.first + t) * W + NH * hd, ld: W, valueOffset: kv)
+                pool.store(layer: l, at: pool.offset(block: span.table![position / P], slot: position % P),
+                           key: a.qkv.baseAddress! + (span.first + t) * W + NH * hd, valueOffset: kv)
             }
         }
         // Prompt chunks attend through a gemm per head over all their keys: this layer's cached keys

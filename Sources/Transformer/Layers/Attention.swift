@@ -26,12 +26,6 @@ struct KeyValueRows {
         KeyValueRows(keys: UnsafeRawPointer(keys), values: UnsafeRawPointer(values), ld: ld, table: nil, blockSize: Int.max, storage: .f32)
     }
 
-    /// The same rows from `columns` elements further along.
-    func advanced(columns: Int) -> KeyValueRows {
-        KeyValueRows(keys: keys + columns * storage.bytes, values: values + columns * storage.bytes, ld: ld, table: table,
-                     blockSize: blockSize, storage: storage)
-    }
-
     /// Calls `body(first position, count, keys, values)` for each run of consecutive positions below `S`.
     @inline(__always)
     func forEachRun(below S: Int, _ body: (Int, Int, UnsafeRawPointer, UnsafeRawPointer) -> Void) {
