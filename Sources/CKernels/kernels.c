@@ -695,6 +695,8 @@ static inline void prefetch_lines(const unsigned char *p, long bytes) {
     for (long offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 3);
 }
 
+void sg_prefetch_range(const void *p, long bytes) { prefetch_lines((const unsigned char *)p, bytes); }
+
 // Share `part` of `parts` of the `bytes` at p (whole lines): the next panel is prefetched a share
 // before each group of vectors, since a burst of all its lines at once stalls on the outstanding
 // misses.
@@ -841,14 +843,19 @@ SG_AVX512Q static void dequantize_avx512(int type, const unsigned char *src, lon
         }
         return;
     }
+    // A Q4 block's 16 possible values d·q + m (Q4_0: m = -8d) in one register, looked up by each
+    // element's nibble (vpermps reads the low 4 bits of an index): one FMA per block instead of
+    // a conversion and an FMA per 16 elements, the same values to the bit.
     long bb = type_block_bytes(type), off = type == SG_TYPE_Q4_1 ? 4 : 2;
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (long b = 0; b < blocks; b++, src += bb) {
         __m128 dm = block_dm_avx2(type, src);
         __m512 vd = _mm512_broadcastss_ps(dm);
         __m512 vm = type == SG_TYPE_Q4_1 ? _mm512_broadcastss_ps(_mm_movehdup_ps(dm)) : _mm512_mul_ps(vd, _mm512_set1_ps(-8.0f));
+        __m512 table = _mm512_fmadd_ps(vd, iota, vm);
         __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + off)));
-        _mm512_storeu_ps(dst + 32 * b, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15))), vm));
-        _mm512_storeu_ps(dst + 32 * b + 16, _mm512_fmadd_ps(vd, _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), vm));
+        _mm512_storeu_ps(dst + 32 * b, _mm512_permutexvar_ps(bytes, table));
+        _mm512_storeu_ps(dst + 32 * b + 16, _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table));
     }
 }
 #endif

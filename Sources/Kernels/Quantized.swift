@@ -57,17 +57,56 @@ public func quantizedMatvec(_ type: GGMLType, rows: Int, k: Int, weights: Unsafe
 
 /// Y (n, rows; leading dimension ldy) = X (n, k; leading dimension ldx) · Wᵀ for a GGML tensor W
 /// of `rows` rows of k: a few rows of activations (a batch of decoding sequences), each weight
-/// block dequantised once in registers for all of them, parallel over pieces of rows handed out
-/// as threads become free. W is read from memory once per call.
+/// block dequantised once for all of them, parallel over pieces of rows handed out as threads
+/// become free. W is read from memory once per call.
 public func quantizedMatmul(_ type: GGMLType, rows: Int, k: Int, weights: UnsafeRawPointer, n: Int,
                             x: UnsafeBufferPointer<Float>, ldx: Int, y: UnsafeMutableBufferPointer<Float>, ldy: Int,
                             pool: ThreadPool = .shared, isa: InstructionSet = .best) {
-    precondition(k % type.blockSize == 0 && ldx >= k && ldy >= rows, "quantizedMatmul: bad sizes")
-    precondition(n == 0 || (x.count >= (n - 1) * ldx + k && y.count >= (n - 1) * ldy + rows), "quantizedMatmul: buffer too small")
-    if n == 0 || rows == 0 { return }
-    let rowBytes = k / type.blockSize * type.blockBytes
-    pool.parallelPieces(rows, minimumPerPiece: max(4, 32_768 / max(1, k * n)), piecesPerThread: 2, alignment: 12) { range in
-        sg_quantized_matmul(isa.rawValue, Int32(type.rawValue), range.count, k, weights + range.lowerBound * rowBytes, rowBytes, n,
-                            x.baseAddress!, ldx, y.baseAddress! + range.lowerBound, ldy)
+    quantizedMatmul([QuantizedRows(type: type, weights: weights, rows: rows)], k: k, n: n, x: x, ldx: ldx, y: y, ldy: ldy,
+                    pool: pool, isa: isa)
+}
+
+/// Rows of a GGML tensor: one of the matrices a stacked product multiplies.
+public struct QuantizedRows {
+    public let type: GGMLType
+    public let weights: UnsafeRawPointer
+    public let rows: Int
+
+    public init(type: GGMLType, weights: UnsafeRawPointer, rows: Int) {
+        self.type = type
+        self.weights = weights
+        self.rows = rows
+    }
+}
+
+/// Y (n, Σ rows) = X (n, k) · [W₀; W₁; …]ᵀ for GGML tensors stacked by rows (a fused q|k|v or
+/// gate|up projection), their outputs side by side in Y's rows: one parallel section for all of
+/// them (a section per matrix cost a join each and its tail), in pieces of each matrix's rows
+/// (multiples of 12, about four per thread in all) handed out as threads become free.
+public func quantizedMatmul(_ parts: [QuantizedRows], k: Int, n: Int, x: UnsafeBufferPointer<Float>, ldx: Int,
+                            y: UnsafeMutableBufferPointer<Float>, ldy: Int, pool: ThreadPool = .shared, isa: InstructionSet = .best) {
+    let total = parts.reduce(0) { $0 + $1.rows }
+    precondition(parts.allSatisfy { k % $0.type.blockSize == 0 } && ldx >= k && ldy >= total, "quantizedMatmul: bad sizes")
+    precondition(n == 0 || (x.count >= (n - 1) * ldx + k && y.count >= (n - 1) * ldy + total), "quantizedMatmul: buffer too small")
+    if n == 0 || total == 0 { return }
+    let alignment = 12, minimumRows = max(alignment, 32_768 / max(1, k * n))
+    let wanted = min(4 * pool.threadCount, max(1, total / minimumRows))
+    // (part, first row, rows, first output column) per piece.
+    var pieces: [(part: Int, first: Int, rows: Int, column: Int)] = []
+    var column = 0
+    for (index, part) in parts.enumerated() {
+        let units = (part.rows + alignment - 1) / alignment
+        let count = max(1, min(units, (wanted * part.rows + total - 1) / total))
+        for piece in 0..<count {
+            let first = min(part.rows, units * piece / count * alignment), last = min(part.rows, units * (piece + 1) / count * alignment)
+            if last > first { pieces.append((index, first, last - first, column + first)) }
+        }
+        column += part.rows
+    }
+    pool.parallelFor(pieces.count) { index in
+        let piece = pieces[index], part = parts[piece.part]
+        let rowBytes = k / part.type.blockSize * part.type.blockBytes
+        sg_quantized_matmul(isa.rawValue, Int32(part.type.rawValue), piece.rows, k, part.weights + piece.first * rowBytes, rowBytes, n,
+                            x.baseAddress!, ldx, y.baseAddress! + piece.column, ldy)
     }
 }

@@ -34,7 +34,6 @@ struct GenerateBench: ParsableCommand {
         if !json {
             print("\(model): \(config.family) \(config.layerCount) layers, width \(config.embeddingSize), \(String(format: "%.1f", Double(inference.weights.bytesPerToken) / 1e6)) MB of weights per token; \(isa); KV cache \(kvType.rawValue)")
         }
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         for threadCount in threads.counts {
             inference.pool = ThreadPool(threadCount: threadCount)
             var pp: [Double] = [], tg: [Double] = [], sampled: [Double] = []
@@ -63,6 +62,8 @@ struct GenerateBench: ParsableCommand {
         }
     }
 
+    private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
     private func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 
     /// Tokens/s of `generate` tokens decoded one at a time after a one-token prompt.
@@ -75,14 +76,19 @@ struct GenerateBench: ParsableCommand {
     }
 
     /// Aggregate decoding tokens/s with B sequences stepping together (each after a 16-token
-    /// prompt), and the share of a step spent outside the linear layers' gemms.
+    /// prompt), and the share of a step spent outside the linear layers' gemms. The batch sizes
+    /// take turns within each repetition, so that their ratios compare the same minutes of a
+    /// shared machine.
     private func measureBatches(_ model: LanguageModel, threads: Int, tokens: [Int]) throws {
-        for b in batch.counts {
-            let pool = try KVBlockPool(config: model.config, budget: .tokens(b * (16 + generate + 16)), storage: model.keyValueStorage)
-            let workspace = InferenceWorkspace(pool: model.pool)
-            var rates: [Double] = [], outside: [Double] = [], attentionShares: [Double] = []
-            for _ in 0..<repetitions {
-                let caches = (0..<b).map { _ in KVCache(pool: pool, capacity: 16 + generate + 1) }
+        let counts = batch.counts
+        let pools = try counts.map { b in
+            try KVBlockPool(config: model.config, budget: .tokens(b * (16 + generate + 16)), storage: model.keyValueStorage)
+        }
+        let workspace = InferenceWorkspace(pool: model.pool)
+        var rates = counts.map { _ in [Double]() }, outside = rates, attentionShares = rates
+        for _ in 0..<repetitions {
+            for (index, b) in counts.enumerated() {
+                let caches = (0..<b).map { _ in KVCache(pool: pools[index], capacity: 16 + generate + 1) }
                 var result = try model.forward(batch: caches.enumerated().map { i, cache in
                     BatchEntry(cache: cache, tokens: (0..<16).map { tokens[(i * 16 + $0) % tokens.count] })
                 }, workspace: workspace)
@@ -99,18 +105,23 @@ struct GenerateBench: ParsableCommand {
                 }
                 let elapsed = seconds(since: start)
                 workspace.measuring = false
-                rates.append(Double(b * generate) / elapsed)
-                outside.append(1 - linear / elapsed)
-                attentionShares.append(attention / elapsed)
+                rates[index].append(Double(b * generate) / elapsed)
+                outside[index].append(1 - linear / elapsed)
+                attentionShares[index].append(attention / elapsed)
             }
-            let rate = rates.sorted()[rates.count / 2], share = outside.sorted()[outside.count / 2]
-            let attentionShare = attentionShares.sorted()[attentionShares.count / 2]
+        }
+        let single = counts.firstIndex(of: 1)
+        for (index, b) in counts.enumerated() {
+            let rate = median(rates[index]), share = median(outside[index]), attentionShare = median(attentionShares[index])
+            // Against batch 1: the median of the repetitions' own ratios (each from the same minutes).
+            let ratio = single.map { one in median(zip(rates[index], rates[one]).map { $0 / $1 }) }
             if json {
                 print(jsonLine(["bench": "generate-batch", "isa": "\(InstructionSet.best)", "kv": kvType.rawValue, "threads": threads, "batch": b,
-                                "tokens_per_sec": rate, "outside_gemm_share": share, "attention_share": attentionShare]))
+                                "tokens_per_sec": rate, "ratio_to_batch_1": ratio, "outside_gemm_share": share, "attention_share": attentionShare]))
             } else {
-                print(String(format: "  batch %2d: %.1f tok/s aggregate (%.1f per sequence), %.0f%% of a step outside the gemms (attention %.0f%%)",
-                             b, rate, rate / Double(b), share * 100, attentionShare * 100))
+                let versus = ratio.map { String(format: " = %.2fx batch 1", $0) } ?? ""
+                print(String(format: "  batch %2d: %.1f tok/s aggregate%@ (%.1f per sequence), %.0f%% of a step outside the gemms (attention %.0f%%)",
+                             b, rate, versus, rate / Double(b), share * 100, attentionShare * 100))
             }
         }
     }

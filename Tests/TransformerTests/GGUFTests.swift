@@ -103,6 +103,48 @@ final class GGUFTests: XCTestCase {
         }
     }
 
+    /// Matrices of mixed types stacked by rows (a fused q|k|v): one product writes each matrix's
+    /// outputs side by side, pieces of rows split within each matrix (129 and 50 rows: several
+    /// pieces of 12, ragged ends), against float64 of the dequantised weights, every ISA.
+    func testStackedQuantisedMatmulAgainstFloat64() throws {
+        var generator = SplitMix64(seed: 11)
+        let k = 64, shapes: [(GGMLType, Int)] = [(.q4_1, 129), (.q8_0, 50), (.q4_0, 7)]
+        let parts = shapes.map { type, rows -> (GGMLType, Int, UnsafeMutableRawPointer, [Float]) in
+            let values = (0..<(rows * k)).map { _ in generator.nextNormal() }
+            let bytes = values.withUnsafeBufferPointer { quantize(type, $0) }
+            let stored = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+            stored.copyMemory(from: bytes, byteCount: bytes.count)
+            var dequantised = [Float](repeating: 0, count: rows * k)
+            dequantize(type, stored, count: rows * k, into: &dequantised)
+            return (type, rows, stored, dequantised)
+        }
+        defer { parts.forEach { $0.2.deallocate() } }
+        let stacked = parts.map { QuantizedRows(type: $0.0, weights: $0.2, rows: $0.1) }
+        let total = parts.reduce(0) { $0 + $1.1 }, ldy = total + 3
+        for n in [2, 16] {
+            let x = (0..<(n * k)).map { _ in generator.nextNormal() }
+            for isa in InstructionSet.supported {
+                var y = [Float](repeating: .nan, count: n * ldy)
+                x.withUnsafeBufferPointer { xs in
+                    y.withUnsafeMutableBufferPointer { ys in
+                        quantizedMatmul(stacked, k: k, n: n, x: xs, ldx: k, y: ys, ldy: ldy, pool: ThreadPool(threadCount: 2), isa: isa)
+                    }
+                }
+                var column = 0
+                for part in parts {
+                    for v in 0..<n {
+                        for r in 0..<part.1 {
+                            let reference = (0..<k).reduce(0.0) { $0 + Double(part.3[r * k + $1]) * Double(x[v * k + $1]) }
+                            XCTAssertEqual(Double(y[v * ldy + column + r]), reference, accuracy: 1e-4, "\(part.0) \(isa) vector \(v) row \(r)")
+                        }
+                    }
+                    column += part.1
+                }
+                for v in 0..<n { for c in total..<ldy { XCTAssertTrue(y[v * ldy + c].isNaN, "padding written") } }
+            }
+        }
+    }
+
     func testBadFilesAreRefusedWithAReason() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

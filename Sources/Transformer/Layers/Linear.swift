@@ -14,6 +14,16 @@ extension Linear {
     /// Floats of a quantised weight dequantised at once for the input gradient (16 MB; tests
     /// make it small to run several panels).
     nonisolated(unsafe) static var backwardPanelElements = 1 << 22
+
+    /// The blocks as quantised rows for a stacked product, or nil when one is dense.
+    var quantizedRows: [QuantizedRows]? {
+        var parts: [QuantizedRows] = []
+        for block in blocks {
+            guard case .quantized(let type, let bytes, let rows, _) = block else { return nil }
+            parts.append(QuantizedRows(type: type, weights: bytes, rows: rows))
+        }
+        return parts
+    }
 }
 
 /// out (rows, OUT) = inp (rows, IN) · Wᵀ + b (+ the LoRA adapters' updates; `trainingSeed`
@@ -21,15 +31,17 @@ extension Linear {
 func linearForward(out: FloatBuffer, inp: UnsafeBufferPointer<Float>, _ linear: Linear, rows: Int,
                    trainingSeed: UInt64? = nil, workspace: Workspace) {
     let pool = workspace.pool, outputs = linear.outputs, inputs = linear.inputs
+    // A few rows (a batch of decoding sequences) through quantised blocks, as a fused q|k|v or
+    // gate|up: one multi-vector product over all the blocks.
+    let stacked = (2...Linear.fewRows).contains(rows) ? linear.quantizedRows : nil
+    if let stacked { quantizedMatmul(stacked, k: inputs, n: rows, x: inp, ldx: inputs, y: out, ldy: outputs, pool: pool) }
     var first = 0
-    for block in linear.blocks {
+    for block in linear.blocks where stacked == nil {
         let n = block.rows
         let target = UnsafeMutableBufferPointer(rebasing: out[first...])
         switch (block, rows) {
         case (.quantized(let type, let bytes, _, _), 1):
             quantizedMatvec(type, rows: n, k: inputs, weights: bytes, x: inp, y: target, pool: pool)
-        case (.quantized(let type, let bytes, _, _), ...Linear.fewRows):
-            quantizedMatmul(type, rows: n, k: inputs, weights: bytes, n: rows, x: inp, ldx: inputs, y: target, ldy: outputs, pool: pool)
         case (.quantized(let type, let bytes, _, _), _):
             quantizedGemm(type, m: rows, n: n, k: inputs, a: inp, lda: inputs, weights: bytes, c: target, ldc: outputs, pool: pool)
         case (.dense(let w, _, _), 1):
