@@ -21,6 +21,7 @@ struct ServeBench: AsyncParsableCommand {
     @Option(help: "A .gguf file or a checkpoint directory.") var model: String
     @Option(help: "Concurrent clients, comma-separated.") var clients = ThreadList(argument: "1,4,16")!
     @Option(help: "Requests each client sends per measurement.") var requests = 3
+    @Option(help: "Rounds over the client counts (each count's median round is reported; its ratio to one client is the median of same-round ratios).") var repetitions = 3
     @Option(help: "Tokens per completion.") var maxTokens = 64
     @Option(help: "The server's largest batch.") var maxBatch = 16
     @Option(help: "Threads (default: all cores).") var threads: Int?
@@ -29,7 +30,9 @@ struct ServeBench: AsyncParsableCommand {
     @Flag(help: "One JSON object per measurement.") var json = false
 
     func run() async throws {
-        guard requests > 0, maxTokens > 0, maxBatch > 0 else { throw ValidationError("--requests, --max-tokens, --max-batch must be positive") }
+        guard requests > 0, maxTokens > 0, maxBatch > 0, repetitions > 0 else {
+            throw ValidationError("--requests, --max-tokens, --max-batch, --repetitions must be positive")
+        }
         let pool = threads.map { ThreadPool(threadCount: $0) } ?? .shared
         let loaded = try ModelLoader.load(path: model, pool: pool)
         loaded.model.keyValueStorage = kvType
@@ -55,11 +58,21 @@ struct ServeBench: AsyncParsableCommand {
             return
         }
         _ = try await client.complete(prompt: "Warm up.")
-        var single: Double?
-        for count in clients.counts {
-            let result = try await client.measure(clients: count, requestsEach: requests)
-            single = single ?? result.tokensPerSecond
-            let ratio = result.tokensPerSecond / (single ?? result.tokensPerSecond)
+        // The client counts take turns within each round, so that a ratio compares the same minutes
+        // of a shared machine.
+        let counts = clients.counts
+        var rounds = counts.map { _ in [LoadClient.Measurement]() }
+        for _ in 0..<repetitions {
+            for (index, count) in counts.enumerated() {
+                rounds[index].append(try await client.measure(clients: count, requestsEach: requests))
+            }
+        }
+        let single = counts.firstIndex(of: 1)
+        for (index, count) in counts.enumerated() {
+            let result = rounds[index].sorted { $0.tokensPerSecond < $1.tokensPerSecond }[repetitions / 2]
+            let ratio = single.map { one in
+                zip(rounds[index], rounds[one]).map { $0.tokensPerSecond / $1.tokensPerSecond }.sorted()[repetitions / 2]
+            }
             if json {
                 print(jsonLine(["bench": "serve", "isa": "\(InstructionSet.best)", "kv": kvType.rawValue, "clients": count, "requests": result.requests, "failed": result.failed,
                                 "tokens_per_sec": result.tokensPerSecond, "vs_one_client": ratio,
@@ -67,11 +80,14 @@ struct ServeBench: AsyncParsableCommand {
                                 "ttft_p50_ms": result.ttft.p50 * 1000, "ttft_p99_ms": result.ttft.p99 * 1000,
                                 "latency_p50_ms": result.latency.p50 * 1000, "latency_p99_ms": result.latency.p99 * 1000]))
             } else {
-                print(String(format: "%2d clients: %4d requests (%d failed), %.1f tok/s (%.2fx one client), %.2f req/s, TTFT p50 %.0f ms p99 %.0f ms, latency p50 %.0f ms p99 %.0f ms",
-                             count, result.requests, result.failed, result.tokensPerSecond, ratio, result.requestsPerSecond,
+                let versus = ratio.map { String(format: " (%.2fx one client)", $0) } ?? ""
+                print(String(format: "%2d clients: %4d requests (%d failed), %.1f tok/s%@, %.2f req/s, TTFT p50 %.0f ms p99 %.0f ms, latency p50 %.0f ms p99 %.0f ms",
+                             count, result.requests, result.failed, result.tokensPerSecond, versus, result.requestsPerSecond,
                              result.ttft.p50 * 1000, result.ttft.p99 * 1000, result.latency.p50 * 1000, result.latency.p99 * 1000))
             }
         }
+        let failed = rounds.joined().reduce(0) { $0 + $1.failed }
+        if failed > 0 { print("\(failed) requests failed over all rounds") }
         await server.shutdown()
         _ = try? await serving.value
     }
