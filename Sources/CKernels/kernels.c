@@ -695,8 +695,6 @@ static inline void prefetch_lines(const unsigned char *p, long bytes) {
     for (long offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 3);
 }
 
-void sg_prefetch_range(const void *p, long bytes) { prefetch_lines((const unsigned char *)p, bytes); }
-
 // Share `part` of `parts` of the `bytes` at p (whole lines): the next panel is prefetched a share
 // before each group of vectors, since a burst of all its lines at once stalls on the outstanding
 // misses.

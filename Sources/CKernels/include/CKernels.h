@@ -132,9 +132,6 @@ float sg_half_to_float(unsigned short h);
 /// Asks for the cache line at `address` ahead of its use (no fault if it is not mapped).
 static inline void sg_prefetch(const void *address) { __builtin_prefetch(address, 0, 3); }
 
-/// Asks for the cache lines of `bytes` bytes at `address` ahead of their use.
-void sg_prefetch_range(const void *address, long bytes);
-
 #ifdef __cplusplus
 }
 #endif

@@ -54,14 +54,7 @@ func attentionGroupDecode(y: UnsafeMutablePointer<Float>, ldy: Int, probabilitie
     let half: Int32 = kv.storage == .f16 ? 1 : 0
     for t in 0..<T {
         let p = probabilities + t * S, limit = offset + t + 1, out = y + t * ldy, queries = q + t * ldq
-        // Cache blocks lie anywhere in the pool, past the hardware prefetcher's reach: each run
-        // of keys asks for the next run's keys and for its own values (read after the softmax).
-        kv.forEachRun(below: limit) { first, n, keys, values in
-            if let table = kv.table {
-                let next = first / kv.blockSize + 1, runBytes = kv.blockSize * kv.ld * kv.storage.bytes
-                if next * kv.blockSize < limit { sg_prefetch_range(kv.keys + Int(table[next]) * runBytes, runBytes) }
-                sg_prefetch_range(values, runBytes)
-            }
+        kv.forEachRun(below: limit) { first, n, keys, _ in
             for g in 0..<keyValueHeads {
                 sg_attention_scores(isa, half, group, n, hd, queries + g * group * hd, hd, keys + g * hd * kv.storage.bytes, kv.ld, scale,
                                     p + g * group * headStride + first, headStride)
