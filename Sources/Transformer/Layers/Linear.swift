@@ -2,7 +2,8 @@ import Kernels
 
 // Linear layer, out = inp · Wᵀ + b with W (OUT, IN) row-major ([out, in], PyTorch's nn.Linear).
 // Dense weights run as one gemm (a matrix-vector product for one row); quantised weights as a
-// matrix-vector product over the GGML blocks for one row, else as a gemm that dequantises W
+// matrix-vector product over the GGML blocks for one row, a multi-vector product for up to
+// `fewRows` rows (all of a fused layer's blocks in one), else as a gemm that dequantises W
 // panel by panel while packing it (W read once for all rows). Quantised weights never train:
 // their backward gives the input gradient only (W dequantised into scratch a panel of rows at a
 // time for that gemm).
