@@ -28,9 +28,15 @@ func measure(minimumRuns: Int = 3, budget: Double = 1.0, _ body: () -> Void) -> 
         body()
         times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
-    times.sort()
-    return times[times.count / 2]
+    return median(times)
 }
+
+/// The middle value (the upper of the two middle ones for an even count).
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+/// The median of a[i] / b[i]: a ratio between measurements that took turns, round by round, so
+/// that each ratio compares the same minutes of a shared machine.
+func medianRatio(_ a: [Double], to b: [Double]) -> Double { median(zip(a, b).map { $0 / $1 }) }
 
 /// One JSON object on one line, keys in the order given; nil values print as null.
 func jsonLine(_ fields: KeyValuePairs<String, Any?>) -> String {

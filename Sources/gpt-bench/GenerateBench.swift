@@ -62,8 +62,6 @@ struct GenerateBench: ParsableCommand {
         }
     }
 
-    private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-
     private func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 
     /// Tokens/s of `generate` tokens decoded one at a time after a one-token prompt.
@@ -113,8 +111,7 @@ struct GenerateBench: ParsableCommand {
         let single = counts.firstIndex(of: 1)
         for (index, b) in counts.enumerated() {
             let rate = median(rates[index]), share = median(outside[index]), attentionShare = median(attentionShares[index])
-            // Against batch 1: the median of the repetitions' own ratios (each from the same minutes).
-            let ratio = single.map { one in median(zip(rates[index], rates[one]).map { $0 / $1 }) }
+            let ratio = single.map { medianRatio(rates[index], to: rates[$0]) }
             if json {
                 print(jsonLine(["bench": "generate-batch", "isa": "\(InstructionSet.best)", "kv": kvType.rawValue, "threads": threads, "batch": b,
                                 "tokens_per_sec": rate, "ratio_to_batch_1": ratio, "outside_gemm_share": share, "attention_share": attentionShare]))

@@ -70,9 +70,7 @@ struct ServeBench: AsyncParsableCommand {
         let single = counts.firstIndex(of: 1)
         for (index, count) in counts.enumerated() {
             let result = rounds[index].sorted { $0.tokensPerSecond < $1.tokensPerSecond }[repetitions / 2]
-            let ratio = single.map { one in
-                zip(rounds[index], rounds[one]).map { $0.tokensPerSecond / $1.tokensPerSecond }.sorted()[repetitions / 2]
-            }
+            let ratio = single.map { medianRatio(rounds[index].map(\.tokensPerSecond), to: rounds[$0].map(\.tokensPerSecond)) }
             if json {
                 print(jsonLine(["bench": "serve", "isa": "\(InstructionSet.best)", "kv": kvType.rawValue, "clients": count, "requests": result.requests, "failed": result.failed,
                                 "tokens_per_sec": result.tokensPerSecond, "vs_one_client": ratio,

@@ -94,7 +94,7 @@ struct TrainBench: ParsableCommand {
             optimizer.update(model, learningRate: 1e-4)
             if step >= 2 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
         }
-        return times.sorted()[times.count / 2]
+        return median(times)
     }
 
     /// Median seconds of one PyTorch training step of the same model, or nil without torch.
