@@ -9,9 +9,12 @@ import Kernels
 // time for that gemm).
 
 extension Linear {
-    /// Up to this many rows (a batch of decoding sequences), a quantised weight runs as a
-    /// multi-vector matrix-vector product; past it, as a gemm that dequantises while packing.
-    static let fewRows = 32
+    /// Up to this many rows (a batch of decoding sequences, a server step's prompt chunks of up
+    /// to 256 tokens), a quantised weight runs as a multi-vector product; past it, as a gemm that
+    /// dequantises while packing. Measured on SmolLM2 (Zen4, 2 threads), prompts of 128 / 256 /
+    /// 320 / 384 tokens through the multi-vector product against the gemm: +54% / +11-16% /
+    /// -8-+19% / -2-7% (AVX-512 and AVX2 alike): the gemm's packing pays off only past ~300 rows.
+    static let fewRows = 288
     /// Floats of a quantised weight dequantised at once for the input gradient (16 MB; tests
     /// make it small to run several panels).
     nonisolated(unsafe) static var backwardPanelElements = 1 << 22
