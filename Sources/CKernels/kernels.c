@@ -531,6 +531,55 @@ float sg_max(long n, const float *x) {
     return m[0];
 }
 
+static float exp_shifted_portable(long n, const float *x, float shift, float scale, float *y) {
+    float sum = 0.0f;
+    for (long i = 0; i < n; i++) {
+        float e = expf((x[i] - shift) * scale);
+        if (y) y[i] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+#if SG_X86
+SG_AVX512 static float exp_shifted_avx512(long n, const float *x, float shift, float scale, float *y) {
+    __m512 vshift = _mm512_set1_ps(shift), vscale = _mm512_set1_ps(scale), vsum = _mm512_setzero_ps();
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vshift), vscale));
+        if (y) _mm512_storeu_ps(y + i, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vshift), vscale));
+        if (y) _mm512_mask_storeu_ps(y + i, m, e);
+        vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+    }
+    return _mm512_reduce_add_ps(vsum);
+}
+
+SG_AVX2 static float exp_shifted_avx2(long n, const float *x, float shift, float scale, float *y) {
+    __m256 vshift = _mm256_set1_ps(shift), vscale = _mm256_set1_ps(scale), vsum = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vshift), vscale));
+        if (y) _mm256_storeu_ps(y + i, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    return hsum_avx(vsum) + exp_shifted_portable(n - i, x + i, shift, scale, y ? y + i : NULL);
+}
+#endif
+
+float sg_exp_shifted(int isa, long n, const float *x, float shift, float scale, float *y) {
+#if SG_X86
+    if (isa == SG_ISA_AVX512) return exp_shifted_avx512(n, x, shift, scale, y);
+    if (isa == SG_ISA_AVX2_FMA) return exp_shifted_avx2(n, x, shift, scale, y);
+#endif
+    (void)isa;
+    return exp_shifted_portable(n, x, shift, scale, y);
+}
+
 float sg_softmax_row(int isa, long n, float *x) {
     if (n <= 0) return -INFINITY;
 #if SG_X86

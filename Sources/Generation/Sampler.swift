@@ -58,6 +58,9 @@ public struct Sampler: Sendable {
     private var generator: SplitMix64
     /// How often each token has appeared (prompt and output), for the penalties.
     private var counts: [Int: Int] = [:]
+    /// The adjusted logits and the draw's weights: kept between tokens, so that a step allocates
+    /// no vocabulary-sized arrays.
+    private var adjusted: [Float] = [], weights: [Float] = []
 
     public init(options: SamplingOptions) {
         self.options = options
@@ -80,7 +83,7 @@ public struct Sampler: Sendable {
 
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>, alternatives: Int) -> SampledToken {
         precondition(!logits.isEmpty, "Sampler: empty logits")
-        var adjusted = Array(logits)
+        if adjusted.count != logits.count { adjusted = Array(logits) } else { adjusted.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: logits) } }
         for (id, bias) in options.logitBias where id >= 0 && id < adjusted.count { adjusted[id] += bias }
         for (id, count) in counts where id < adjusted.count {
             if options.repetitionPenalty != 1 {
@@ -88,8 +91,7 @@ public struct Sampler: Sendable {
             }
             adjusted[id] -= options.frequencyPenalty * Float(count) + (count > 0 ? options.presencePenalty : 0)
         }
-        var probabilities = adjusted
-        let logNormalizer = probabilities.withUnsafeMutableBufferPointer { softmaxInPlace($0) }
+        let logNormalizer = adjusted.withUnsafeBufferPointer { logSumExp($0) }
         let chosen: Int
         if options.temperature == 0 || options.topK == 1 {
             chosen = Self.argmax(adjusted)
@@ -115,25 +117,18 @@ public struct Sampler: Sendable {
         let temperature = options.temperature
         // Every token's weight exp((logit - max) / temperature) once, by the vectorised exp (the
         // pool's only, with top-k).
-        var all: [Float] = []
         if pool == nil {
-            all = logits.map { ($0 - maxLogit) / temperature }
-            all.withUnsafeMutableBufferPointer { exponential(UnsafeBufferPointer($0), into: $0) }
+            if self.weights.count != logits.count { self.weights = [Float](repeating: 0, count: logits.count) }
+            logits.withUnsafeBufferPointer { source in
+                self.weights.withUnsafeMutableBufferPointer { _ = exponentialSum(source, shift: maxLogit, scale: 1 / temperature, into: $0) }
+            }
         }
+        let all = self.weights
         func weight(_ i: Int) -> Double { pool == nil ? Double(all[i]) : exp(Double((logits[i] - maxLogit) / temperature)) }
         if pool == nil, options.topP.map({ $0 >= 1 }) ?? true, options.minP.map({ $0 <= 0 }) ?? true {
-            // No cut: draw from every token in index order, two passes over the weights (the
-            // general path below builds index and weight arrays of the whole vocabulary first).
-            return all.withUnsafeBufferPointer { weights in
-                var total = 0.0
-                for w in weights { total += Double(w) }
-                var threshold = Double(generator.nextUnitFloat()) * total
-                for (i, w) in weights.enumerated() {
-                    threshold -= Double(w)
-                    if threshold < 0 { return i }
-                }
-                return weights.count - 1
-            }
+            // No cut: draw from every token in index order (the general path below builds index
+            // and weight arrays of the whole vocabulary first).
+            return all.withUnsafeBufferPointer { Self.pick($0, at: Double(generator.nextUnitFloat()) * Self.sum($0)) }
         }
         let total = pool.map { $0.reduce(0.0) { $0 + weight($1) } } ?? all.withUnsafeBufferPointer { Self.sum($0) }
         // The candidates in order, enough of them to hold the top-p mass.
@@ -190,19 +185,42 @@ public struct Sampler: Sendable {
         return candidates[keep - 1]
     }
 
-    /// Σ values, in 16 lanes of floats, then as a double.
+    /// Σ values: each block of 16 summed as floats, the blocks and the tail in a double (the
+    /// order `pick` walks in, so that a threshold below the total always lands on a value).
     static func sum(_ values: UnsafeBufferPointer<Float>) -> Double {
-        var lanes = SIMD16<Float>(), i = 0
+        var total = 0.0, i = 0
         while i + 16 <= values.count {
-            lanes += UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self)
+            total += Double(block(values, at: i).sum())
             i += 16
         }
-        var total = Double(lanes.sum())
         while i < values.count {
             total += Double(values[i])
             i += 1
         }
         return total
+    }
+
+    /// The first index whose running sum of `weights` passes `threshold`: whole blocks of 16 are
+    /// stepped over by their sums, and only the block holding the threshold is walked value by
+    /// value (the last index if rounding leaves the threshold past the end).
+    static func pick(_ weights: UnsafeBufferPointer<Float>, at threshold: Double) -> Int {
+        var remaining = threshold, i = 0
+        while i + 16 <= weights.count {
+            let blockSum = Double(block(weights, at: i).sum())
+            if remaining < blockSum { break }
+            remaining -= blockSum
+            i += 16
+        }
+        while i < weights.count {
+            remaining -= Double(weights[i])
+            if remaining < 0 { return i }
+            i += 1
+        }
+        return weights.count - 1
+    }
+
+    private static func block(_ values: UnsafeBufferPointer<Float>, at i: Int) -> SIMD16<Float> {
+        UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self)
     }
 
     /// The `count` indices of the largest values, largest first (lower index on ties).

@@ -1,5 +1,6 @@
 import BPE
 import Foundation
+import Kernels
 import Transformer
 
 /// One generation request as a state that a loop or a batch scheduler advances one token at a
@@ -97,11 +98,7 @@ public struct SequenceState: Sendable {
     /// log-probability under the model's own distribution (no bias, penalties or temperature)
     /// and the most likely alternatives.
     public mutating func scorePrompt(_ logits: UnsafeBufferPointer<Float>, next: Int) {
-        var maxLogit = -Float.infinity
-        for value in logits { maxLogit = max(maxLogit, value) }
-        var sum: Double = 0
-        for value in logits { sum += exp(Double(value - maxLogit)) }
-        let logNormalizer = Float(log(sum)) + maxLogit
+        let logNormalizer = logSumExp(logits)
         let alternatives = options.logprobAlternatives > 0
             ? Sampler.largest(Array(logits), count: options.logprobAlternatives).map { ($0, logits[$0] - logNormalizer) } : []
         promptLogprobs.append(SampledToken(id: next, logprob: logits[next] - logNormalizer, topAlternatives: alternatives))

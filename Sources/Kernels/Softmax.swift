@@ -29,6 +29,23 @@ public func exponential(_ x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBu
     sg_exp(InstructionSet.best.rawValue, x.count, x.baseAddress!, y.baseAddress!)
 }
 
+/// Σ exp((x - shift) · scale), each term written to `y` when given (vectorised; `y` may be `x`).
+///
+///     exponentialSum([0, ln 2], shift: 0, scale: 1) = 3
+public func exponentialSum(_ x: UnsafeBufferPointer<Float>, shift: Float, scale: Float,
+                           into y: UnsafeMutableBufferPointer<Float>? = nil) -> Float {
+    precondition(y.map { $0.count >= x.count } ?? true, "exponentialSum: buffer too small")
+    if x.isEmpty { return 0 }
+    return sg_exp_shifted(InstructionSet.best.rawValue, x.count, x.baseAddress!, shift, scale, y?.baseAddress)
+}
+
+/// log Σ exp(x), stable (the maximum taken out first), without writing anything: a row's
+/// log-softmax normaliser. -infinity when empty.
+public func logSumExp(_ x: UnsafeBufferPointer<Float>) -> Float {
+    let top = maximum(x)
+    return x.isEmpty ? top : top + log(exponentialSum(x, shift: top, scale: 1))
+}
+
 /// Cross-entropy of each row of logits against its target id, and the mean over the rows whose
 /// target is not `ignoreIndex` (PyTorch's `F.cross_entropy(..., ignore_index=-100)`).
 ///

@@ -29,6 +29,44 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(Double(ones), 3000, accuracy: 140)
     }
 
+    func testPickWalksTheRunningSum() {
+        // Weights over blocks of 16 and a tail, zeros among them; each threshold's token against
+        // a plain running sum in float64 (thresholds within rounding of a boundary skipped).
+        var generator = SplitMix64(seed: 9)
+        let weights: [Float] = (0..<1003).map { i in i % 7 == 0 ? 0 : generator.nextUnitFloat() }
+        let total = weights.withUnsafeBufferPointer { Sampler.sum($0) }
+        var prefix = [0.0]
+        for w in weights { prefix.append(prefix.last! + Double(w)) }
+        XCTAssertEqual(total, prefix.last!, accuracy: 1e-6 * total)
+        var checked = 0
+        for _ in 0..<3000 {
+            let threshold = Double(generator.nextUnitFloat()) * total
+            guard prefix.allSatisfy({ abs($0 - threshold) > 1e-6 * total }) else { continue }
+            let expected = prefix.indices.dropFirst().first { prefix[$0] > threshold }! - 1
+            XCTAssertEqual(weights.withUnsafeBufferPointer { Sampler.pick($0, at: threshold) }, expected, "threshold \(threshold)")
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 2500)
+    }
+
+    func testVocabularyDrawsFollowTheTemperedSoftmax() {
+        // 40 logits (two blocks of 16 and a tail of 8) at temperature 0.5: each token's count over
+        // 20,000 draws within 5 standard deviations of softmax(logits / 0.5).
+        var generator = SplitMix64(seed: 3)
+        let logits: [Float] = (0..<40).map { _ in generator.nextUnitFloat() * 2 }
+        let weights = logits.map { exp(Double($0) / 0.5) }, total = weights.reduce(0, +)
+        var sampler = Sampler(temperature: 0.5, seed: 11)
+        var counts = [Int](repeating: 0, count: logits.count)
+        let draws = 20_000
+        logits.withUnsafeBufferPointer { logits in
+            for _ in 0..<draws { counts[sampler.sample(logits)] += 1 }
+        }
+        for (i, count) in counts.enumerated() {
+            let p = weights[i] / total, sd = (Double(draws) * p * (1 - p)).squareRoot()
+            XCTAssertEqual(Double(count), Double(draws) * p, accuracy: 5 * sd, "token \(i)")
+        }
+    }
+
     func testSameSeedSameTokens() {
         let logits: [Float] = (0..<50).map { Float($0 % 7) * 0.3 }
         func draw(seed: UInt64) -> [Int] {

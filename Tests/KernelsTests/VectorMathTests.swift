@@ -33,6 +33,27 @@ final class VectorMathTests: XCTestCase {
         }
     }
 
+    func testShiftedExpSumInEveryInstructionSet() {
+        for isa in InstructionSet.supported {
+            for count in [1, 7, 16, 17, 1003] {
+                let xs = Array(inputs.prefix(count).map { $0 / 4 }), shift: Float = 2.5, scale: Float = 1 / 0.7
+                var out = [Float](repeating: -1, count: count + 1)
+                let sum = sg_exp_shifted(isa.rawValue, count, xs, shift, scale, &out)
+                let expected = xs.map { exp(Double(($0 - shift) * scale)) }
+                for (i, (y, e)) in zip(out, expected).enumerated() {
+                    XCTAssertEqual(Double(y), e, accuracy: 4e-7 * e, "\(isa) n=\(count) i=\(i)")
+                }
+                XCTAssertEqual(out[count], -1, "\(isa) n=\(count): wrote past the end")
+                let total = expected.reduce(0, +)
+                XCTAssertEqual(Double(sum), total, accuracy: 1e-6 * total, "\(isa) n=\(count)")
+                XCTAssertEqual(sg_exp_shifted(isa.rawValue, count, xs, shift, scale, nil), sum, "\(isa) n=\(count) without y")
+            }
+        }
+        let row = inputs.map { $0 / 4 }, top = Double(row.max()!)
+        let expected = top + log(row.map { exp(Double($0) - top) }.reduce(0, +))
+        XCTAssertEqual(Double(row.withUnsafeBufferPointer { logSumExp($0) }), expected, accuracy: 1e-5)
+    }
+
     func testGELUInEveryInstructionSet() {
         let xs = inputs.map { $0 / 5 }
         let k = (2 / Double.pi).squareRoot()

@@ -63,6 +63,10 @@ void sg_exp(int isa, long n, const float *x, float *y);
 /// row's log-sum-exp, taken before the row is overwritten.
 float sg_softmax_row(int isa, long n, float *x);
 
+/// Σ exp((x[i] - shift) · scale), writing each term to y[i] unless y is NULL (the sampler's
+/// weights at a temperature, or a log-sum-exp without a copy of the row).
+float sg_exp_shifted(int isa, long n, const float *x, float shift, float scale, float *y);
+
 /// The largest of x[0..<n] (n >= 1).
 float sg_max(long n, const float *x);
 
