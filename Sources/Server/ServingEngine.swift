@@ -27,14 +27,23 @@ public final class ServingEngine: @unchecked Sendable {
         public var contextLength: Int?
         /// The KV cache's budget; default: room for `maxBatch` sequences of `contextLength`.
         public var kvBudgetBytes: Int?
+        /// A request that reaches an idle engine may be the first of a burst (clients that start
+        /// together, or that all finished in the last step): the engine waits while requests
+        /// keep arriving, each within `burstGap` of the one before, for at most `burstWindow`, so
+        /// that their prompts prefill in one step, not the first alone and the rest a step
+        /// (a whole prefill) later. A lone request waits `burstGap`.
+        public var burstGap: Duration
+        public var burstWindow: Duration
 
         public init(maxBatch: Int = 16, maxQueue: Int = 64, chunkTokens: Int = 256, contextLength: Int? = nil,
-                    kvBudgetBytes: Int? = nil) {
+                    kvBudgetBytes: Int? = nil, burstGap: Duration = .milliseconds(2), burstWindow: Duration = .milliseconds(10)) {
             self.maxBatch = maxBatch
             self.maxQueue = maxQueue
             self.chunkTokens = chunkTokens
             self.contextLength = contextLength
             self.kvBudgetBytes = kvBudgetBytes
+            self.burstGap = burstGap
+            self.burstWindow = burstWindow
         }
     }
 
@@ -53,6 +62,8 @@ public final class ServingEngine: @unchecked Sendable {
         public var lastBatchSize = 0
         public var kvBlocksInUse = 0
         public var kvBlockCount = 0
+        /// Batched steps run so far.
+        public var steps = 0
     }
 
     public let model: LanguageModel
@@ -87,6 +98,7 @@ public final class ServingEngine: @unchecked Sendable {
     private var cancellations: [Int] = []
     private var outstanding = 0
     private var nextTicket = 0
+    private var lastArrival = ContinuousClock.now  // the latest submission, for `gatherBurst`
     private var stopping = false
     private var snapshotValue = Snapshot()
 
@@ -94,6 +106,7 @@ public final class ServingEngine: @unchecked Sendable {
     private let scheduler: BatchScheduler
     private var running: [Int: Running] = [:]   // by scheduler id
     private var schedulerIDs: [Int: Int] = [:]  // ticket -> scheduler id
+    private var steps = 0
 
     public init(model: LanguageModel, tokenizer: Tokenizer, limits: Limits = Limits(), metrics: ServerMetrics? = nil) throws {
         guard limits.maxBatch > 0 else { throw ModelError("the batch must hold at least one sequence, got \(limits.maxBatch)") }
@@ -163,6 +176,7 @@ public final class ServingEngine: @unchecked Sendable {
             streams.append(stream)
             continuations.append(continuation)
         }
+        lastArrival = .now
         incoming.append(Submission(tickets: tickets, prompt: prompt, options: options, continuations: continuations,
                                    submitted: .now))
         condition.signal()
@@ -214,6 +228,7 @@ public final class ServingEngine: @unchecked Sendable {
                 condition.unlock()
                 return
             }
+            if running.isEmpty && !incoming.isEmpty { gatherBurst() }
             let joining = incoming, cancelled = cancellations
             incoming.removeAll()
             cancellations.removeAll()
@@ -226,6 +241,7 @@ public final class ServingEngine: @unchecked Sendable {
             guard !running.isEmpty else { continue }
             do {
                 let finished = try scheduler.step()
+                steps += 1
                 for done in finished { finish(id: done.id, with: .finished(done.result)) }
             } catch {
                 // A failed step leaves the batch in an unknown state: every sequence in it ends.
@@ -237,6 +253,18 @@ public final class ServingEngine: @unchecked Sendable {
                 _ = try? scheduler.step()
             }
             publishCounts()
+        }
+    }
+
+    /// Requests reached an idle engine: waits while more keep arriving (`Limits.burstGap`,
+    /// `Limits.burstWindow`). Called with `condition` held.
+    private func gatherBurst() {
+        let deadline = ContinuousClock.now + limits.burstWindow
+        while !stopping && cancellations.isEmpty {
+            let until = min(lastArrival + limits.burstGap, deadline), now = ContinuousClock.now
+            guard now < until else { return }
+            let (seconds, attoseconds) = (until - now).components
+            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(seconds) + Double(attoseconds) / 1e18))
         }
     }
 
@@ -288,7 +316,7 @@ public final class ServingEngine: @unchecked Sendable {
         let counts = Snapshot(waiting: scheduler.waitingCount, active: scheduler.activeCount,
                               lastBatchSize: scheduler.lastStepSize,
                               kvBlocksInUse: scheduler.pool.blockCount - scheduler.pool.freeBlocks,
-                              kvBlockCount: scheduler.pool.blockCount)
+                              kvBlockCount: scheduler.pool.blockCount, steps: steps)
         condition.withLock { snapshotValue = counts }
         metrics?.record(counts)
     }

@@ -220,6 +220,32 @@ final class LimitsAndBatchingTests: XCTestCase {
         try await running.value
     }
 
+    /// Requests that reach an idle engine close together prefill in one step: the second comes
+    /// 50 ms after the first, within the gap (300 ms here), and both one-token requests end in
+    /// the first step; with no gap the first runs alone.
+    func testABurstPrefillsInOneStep() async throws {
+        func stepsForTwo(gap: Duration) async throws -> Int {
+            let engine = try ServingEngine(model: TinyModel.shared.model, tokenizer: TinyModel.shared.tokenizer,
+                                           limits: .init(burstGap: gap, burstWindow: .seconds(5)))
+            defer { engine.beginDraining() }
+            var options = GenerationOptions(maxTokens: 1, sampling: SamplingOptions(temperature: 0))
+            options.stopAtEndOfSequence = false
+            let first = try engine.submit(prompt: [1, 2, 3], options: options)
+            try await Task.sleep(for: .milliseconds(50))
+            let second = try engine.submit(prompt: [4, 5], options: options)
+            for stream in [first, second] {
+                var finished = false
+                for await event in stream { if case .finished = event { finished = true } }
+                XCTAssertTrue(finished)
+            }
+            return engine.snapshot.steps
+        }
+        let gathered = try await stepsForTwo(gap: .milliseconds(300))
+        XCTAssertEqual(gathered, 1)
+        let apart = try await stepsForTwo(gap: .zero)
+        XCTAssertEqual(apart, 2)
+    }
+
     /// A drain (what SIGTERM does): requests in flight finish, new ones get 503, then run returns.
     func testDrainFinishesWhatIsInFlight() async throws {
         let harness = try await ServerHarness(limits: .init(maxBatch: 4, maxQueue: 4), gracePeriod: .seconds(60))
