@@ -1341,6 +1341,26 @@ SG_AVX2 static void copy_rows8_avx2(long rows, long columns, const float *src, l
 }
 #endif
 
+void sg_pack_b_panels(int isa, long rows, long columns, const float *restrict b, long ldb, long nr, float *restrict dst) {
+    long panels = (columns + nr - 1) / nr;
+    for (long p0 = 0; p0 < rows; p0 += 8) {
+        long count = rows - p0 < 8 ? rows - p0 : 8;
+        for (long q = 0; q < panels; q++) {
+            long width = columns - q * nr < nr ? columns - q * nr : nr;
+            float *d = dst + q * rows * nr + p0 * nr;
+            const float *s = b + p0 * ldb + q * nr;
+            long j0 = 0;
+#if SG_X86
+            if (isa >= SG_ISA_AVX2_FMA) copy_rows8_avx2(count, j0 = width / 8 * 8, s, ldb, d, nr);
+#endif
+            for (long p = 0; p < count; p++) {
+                for (long j = j0; j < width; j++) d[p * nr + j] = s[p * ldb + j];
+                for (long j = width; j < nr; j++) d[p * nr + j] = 0.0f;
+            }
+        }
+    }
+}
+
 void sg_pack_b(int isa, int transposed, long rows, long columns, const float *restrict b, long ldb, long nr, float *restrict dst) {
     if (columns < nr) memset(dst, 0, (size_t)(rows * nr) * sizeof(float));
     (void)isa;

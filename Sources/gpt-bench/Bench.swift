@@ -31,6 +31,20 @@ func measure(minimumRuns: Int = 3, budget: Double = 1.0, _ body: () -> Void) -> 
     return median(times)
 }
 
+/// Seconds per run of `a` and of `b`, and the ratio of a's time to b's: the two take turns in
+/// rounds, each round a `measure` of a then one of b, so that each ratio compares the same
+/// minutes of a shared machine. Rounds rather than single runs: a library's threads spin for a
+/// while after a call (OpenBLAS's ~70 ms) and slow the other's next runs, which a round's median
+/// sheds. Each time is the median of its rounds, the ratio the median of the rounds' ratios.
+func measureAlternating(rounds: Int = 7, _ a: () -> Void, _ b: () -> Void) -> (a: Double, b: Double, ratio: Double) {
+    var timesA: [Double] = [], timesB: [Double] = []
+    for _ in 0..<rounds {
+        timesA.append(measure(minimumRuns: 5, budget: 0.3, a))
+        timesB.append(measure(minimumRuns: 5, budget: 0.3, b))
+    }
+    return (median(timesA), median(timesB), medianRatio(timesA, to: timesB))
+}
+
 /// The middle value (the upper of the two middle ones for an even count).
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 

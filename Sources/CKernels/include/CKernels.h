@@ -105,6 +105,12 @@ void sg_pack_a(int isa, long rows, long columns, const float *a, long lda, long 
 /// b[j · ldb + p] when `transposed`.
 void sg_pack_b(int isa, int transposed, long rows, long columns, const float *b, long ldb, long nr, float *dst);
 
+/// Several B panels at once, B not transposed: columns [0, columns) cut into nr-wide panels, panel
+/// q at dst + q · rows · nr laid out as `sg_pack_b`'s (the last one zero past `columns`). B is
+/// read eight rows at a time across all the panels, along its rows (one panel at a time reads
+/// a few floats of every row and comes back to the same lines for the next panel).
+void sg_pack_b_panels(int isa, long rows, long columns, const float *b, long ldb, long nr, float *dst);
+
 /// The gemm's B panel from a GGML tensor of 32-element blocks (Q4_0, Q4_1, Q8_0): its rows
 /// w[0..columns) (row_bytes apart, columns <= 32), elements
 /// [32 · first_block, 32 · first_block + rows): dst[p · nr + j] = W[j][32 · first_block + p].
