@@ -121,13 +121,16 @@ final class GGUFTests: XCTestCase {
         defer { parts.forEach { $0.2.deallocate() } }
         let stacked = parts.map { QuantizedRows(type: $0.0, weights: $0.2, rows: $0.1) }
         let total = parts.reduce(0) { $0 + $1.1 }, ldy = total + 3
-        for n in [2, 16] {
+        // Vectors in groups of at most 2 KB of X (8 of k = 64): one group, two, and five with a
+        // ragged last one.
+        for n in [2, 16, 37] {
             let x = (0..<(n * k)).map { _ in generator.nextNormal() }
             for isa in InstructionSet.supported {
                 var y = [Float](repeating: .nan, count: n * ldy)
                 x.withUnsafeBufferPointer { xs in
                     y.withUnsafeMutableBufferPointer { ys in
-                        quantizedMatmul(stacked, k: k, n: n, x: xs, ldx: k, y: ys, ldy: ldy, pool: ThreadPool(threadCount: 2), isa: isa)
+                        quantizedMatmul(stacked, k: k, n: n, x: xs, ldx: k, y: ys, ldy: ldy, pool: ThreadPool(threadCount: 2), isa: isa,
+                                        vectorGroupBytes: 2048)
                     }
                 }
                 var column = 0
