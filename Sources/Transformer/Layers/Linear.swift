@@ -11,10 +11,10 @@ import Kernels
 extension Linear {
     /// Up to this many rows (a batch of decoding sequences, a server step's prompt chunks of up
     /// to 256 tokens), a quantised weight runs as a multi-vector product; past it, as a gemm that
-    /// dequantises while packing. Measured on SmolLM2 (Zen4, 2 threads), prompts of 128 / 256 /
-    /// 320 / 384 tokens through the multi-vector product against the gemm: +54% / +11-16% /
-    /// -8-+19% / -2-7% (AVX-512 and AVX2 alike): the gemm's packing pays off only past ~300 rows.
-    static let fewRows = 288
+    /// dequantises while packing. Measured on SmolLM2 (Zen4, 2 threads), prompts through the
+    /// multi-vector product against the gemm: 128 / 256 tokens +54% / +11-16% with either ISA;
+    /// 384 / 512 / 1024 tokens +3-11% / +4% / -1-6% with AVX-512, 384 / 512 -5-7% with AVX2.
+    static var fewRows: Int { InstructionSet.best == .avx512 ? 576 : 288 }
     /// Floats of a quantised weight dequantised at once for the input gradient (16 MB; tests
     /// make it small to run several panels).
     nonisolated(unsafe) static var backwardPanelElements = 1 << 22
