@@ -83,7 +83,11 @@ public struct Sampler: Sendable {
 
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>, alternatives: Int) -> SampledToken {
         precondition(!logits.isEmpty, "Sampler: empty logits")
-        if adjusted.count != logits.count { adjusted = Array(logits) } else { adjusted.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: logits) } }
+        if adjusted.count == logits.count {
+            adjusted.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: logits) }
+        } else {
+            adjusted = Array(logits)
+        }
         for (id, bias) in options.logitBias where id >= 0 && id < adjusted.count { adjusted[id] += bias }
         for (id, count) in counts where id < adjusted.count {
             if options.repetitionPenalty != 1 {

@@ -242,6 +242,9 @@ public final class ServingEngine: @unchecked Sendable {
             do {
                 let finished = try scheduler.step()
                 steps += 1
+                // Published before the sequences that ended hear of it, so that what their callers
+                // read next includes this step.
+                publishCounts()
                 for done in finished { finish(id: done.id, with: .finished(done.result)) }
             } catch {
                 // A failed step leaves the batch in an unknown state: every sequence in it ends.
@@ -251,8 +254,8 @@ public final class ServingEngine: @unchecked Sendable {
                     finish(id: id, with: .failed(message))
                 }
                 _ = try? scheduler.step()
+                publishCounts()
             }
-            publishCounts()
         }
     }
 
