@@ -1351,6 +1351,7 @@ void sg_pack_b_panels(int isa, long rows, long columns, const float *restrict b,
             const float *s = b + p0 * ldb + q * nr;
             long j0 = 0;
 #if SG_X86
+            // Whole 8-float columns by vector copies (a memcpy call per row of a panel cost 3.5%).
             if (isa >= SG_ISA_AVX2_FMA) copy_rows8_avx2(count, j0 = width / 8 * 8, s, ldb, d, nr);
 #endif
             for (long p = 0; p < count; p++) {
@@ -1362,18 +1363,13 @@ void sg_pack_b_panels(int isa, long rows, long columns, const float *restrict b,
 }
 
 void sg_pack_b(int isa, int transposed, long rows, long columns, const float *restrict b, long ldb, long nr, float *restrict dst) {
-    if (columns < nr) memset(dst, 0, (size_t)(rows * nr) * sizeof(float));
-    (void)isa;
-    long p = 0, j0 = 0;  // vector code did rows [0, p) (all rows when not transposed), columns [0, j0)
     if (!transposed) {
-#if SG_X86
-        // Whole 8-float columns by vector copies (a memcpy call per row of a panel cost 3.5%).
-        if (isa >= SG_ISA_AVX2_FMA) copy_rows8_avx2(rows, j0 = columns / 8 * 8, b, ldb, dst, nr);
-#endif
-        for (long q = 0; q < rows; q++)
-            for (long j = j0; j < columns; j++) dst[q * nr + j] = b[q * ldb + j];
+        sg_pack_b_panels(isa, rows, columns, b, ldb, nr, dst);
         return;
     }
+    if (columns < nr) memset(dst, 0, (size_t)(rows * nr) * sizeof(float));
+    (void)isa;
+    long p = 0, j0 = 0;  // vector code did rows [0, p), columns [0, j0)
 #if SG_X86
     if (isa >= SG_ISA_AVX2_FMA) {
         for (; p + 8 <= rows; p += 8)

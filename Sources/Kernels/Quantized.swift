@@ -112,7 +112,8 @@ public func quantizedMatmul(_ parts: [QuantizedRows], k: Int, n: Int, x: UnsafeB
     // chunks) go in groups whose X fits in half of L2, each group over the same rows. SmolLM2's
     // down projection (K = 1536) with 256 vectors: 10-14% faster in groups of 88 than whole (AVX2
     // and AVX-512); K = 576 the same in groups of 128 as whole.
-    let groups = (n * k * 4 + vectorGroupBytes - 1) / max(1, vectorGroupBytes), groupSize = ((n + groups - 1) / groups + 3) / 4 * 4
+    let groupBytes = max(1, vectorGroupBytes), groups = (n * k * 4 + groupBytes - 1) / groupBytes
+    let groupSize = ((n + groups - 1) / groups + 3) / 4 * 4
     pool.parallelFor(pieces.count) { index in
         let piece = pieces[index], part = parts[piece.part]
         let rowBytes = k / part.type.blockSize * part.type.blockBytes

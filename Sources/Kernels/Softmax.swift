@@ -12,21 +12,9 @@ public func softmaxRows(_ x: UnsafeMutableBufferPointer<Float>, rows: Int, cols:
     }
 }
 
-/// Softmax of `x` in place; returns log Σ exp(x), the log of its normaliser (vectorised).
-@discardableResult
-public func softmaxInPlace(_ x: UnsafeMutableBufferPointer<Float>) -> Float {
-    sg_softmax_row(InstructionSet.best.rawValue, x.count, x.baseAddress!)
-}
-
 /// The largest of `x` (vectorised); -infinity when empty.
 public func maximum(_ x: UnsafeBufferPointer<Float>) -> Float {
     x.isEmpty ? -.infinity : sg_max(x.count, x.baseAddress!)
-}
-
-/// y = exp(x) elementwise (vectorised); `y` may be `x`.
-public func exponential(_ x: UnsafeBufferPointer<Float>, into y: UnsafeMutableBufferPointer<Float>) {
-    precondition(y.count >= x.count, "exponential: buffer too small")
-    sg_exp(InstructionSet.best.rawValue, x.count, x.baseAddress!, y.baseAddress!)
 }
 
 /// Σ exp((x - shift) · scale), each term written to `y` when given (vectorised; `y` may be `x`).

@@ -70,11 +70,11 @@ struct GemmBench: ParsableCommand {
                         }
                     }
                 }
-                // With a BLAS, the two take turns run by run; the ratio is the median of the pairs'.
+                // With a BLAS, the two take turns in rounds; the ratio is the median of the rounds'.
                 let swift: Double, reference: Double?, ratio: Double?
                 if blas {
                     let times = measureAlternating({ run(.isa(isa)) }, { run(.blas) })
-                    (swift, reference, ratio) = (flops / times.a / 1e9, flops / times.b / 1e9, times.b / times.a)
+                    (swift, reference, ratio) = (flops / times.a / 1e9, flops / times.b / 1e9, 1 / times.ratio)
                 } else {
                     (swift, reference, ratio) = (flops / measure { run(.isa(isa)) } / 1e9, nil, nil)
                 }
